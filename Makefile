@@ -1,0 +1,44 @@
+# threatroute: `make demo` sets up and runs the pipeline locally; `make test` runs every test.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TR := $(BIN)/threatroute
+
+.PHONY: demo test unit integration lint bench deps venv stop clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+deps:
+	bash deploy/install-system-deps.sh
+
+demo: deps venv
+	bash deploy/demo.sh
+
+test: deps venv lint
+	$(BIN)/pytest -q tests
+
+unit: venv
+	$(BIN)/pytest -q tests/unit
+
+integration: deps venv
+	$(BIN)/pytest -q tests/integration
+
+lint: venv
+	$(BIN)/ruff check threatroute streams enrichers matchers tests benchmarks
+
+bench: venv
+	$(BIN)/python benchmarks/bench_enrichers.py
+	$(BIN)/python benchmarks/bench_match.py
+
+stop: venv
+	$(TR) broker stop
+
+clean:
+	rm -rf $(VENV) .threatroute .pytest_cache .ruff_cache .mypy_cache

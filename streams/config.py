@@ -1,0 +1,156 @@
+"""Configuration: read once in the CLI into a frozen object that is passed down.
+
+Sources, later wins: built-in defaults < the TOML file (`--config` / THREATROUTE_CONFIG, else
+deploy/threatroute.toml) < environment (THREATROUTE_BOOTSTRAP) < command-line flags.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from threatroute.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = PROJECT_ROOT / "deploy" / "threatroute.toml"
+
+# Every pipeline topic (DESIGN's dataflow). alerts.<recipient> topics are made per recipient.
+PIPELINE_TOPICS = (
+    "indicators.raw",
+    "indicators.invalid",
+    "indicators.asn",
+    "indicators.geo",
+    "indicators.enriched",
+    "alerts.ledger",
+    "feedback",
+    "feedback.invalid",
+    "recipients",
+)
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    replication: int
+    configs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A value that never prints (SASL passwords)."""
+
+    value: str = field(repr=False)
+
+    def __str__(self) -> str:
+        return "****" if self.value else ""
+
+    def __repr__(self) -> str:
+        return "Secret('****')"
+
+
+@dataclass(frozen=True)
+class Config:
+    bootstrap: str
+    state_dir: Path
+    broker_port: int
+    controller_port: int
+    broker_heap: str
+    topics: tuple[TopicSpec, ...]
+    ipasn: Path | None
+    asnames: Path | None
+    geoip: Path | None
+    reload_seconds: float
+    dns_nameserver: str
+    dns_timeout: float
+    dns_concurrency: int
+    dns_cache_size: int
+    sasl_username: str = ""
+    sasl_password: Secret = Secret("")
+
+    def topic(self, name: str) -> TopicSpec:
+        for spec in self.topics:
+            if spec.name == name:
+                return spec
+        raise ConfigError(f"no topic {name!r} in the configuration")
+
+    def kafka_settings(self) -> dict[str, Any]:
+        """librdkafka settings every client shares."""
+        # log_level 4: warnings and worse; librdkafka's info lines are noise on a terminal
+        settings: dict[str, Any] = {"bootstrap.servers": self.bootstrap, "log_level": 4}
+        if self.sasl_username:
+            settings.update({
+                "security.protocol": "SASL_PLAINTEXT",
+                "sasl.mechanisms": "SCRAM-SHA-512",
+                "sasl.username": self.sasl_username,
+                "sasl.password": self.sasl_password.value,
+            })
+        return settings
+
+    def with_overrides(self, **changes: Any) -> Config:
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _topic_specs(section: dict[str, Any]) -> tuple[TopicSpec, ...]:
+    defaults = section.get("defaults", {})
+    specs = []
+    for name in PIPELINE_TOPICS:
+        merged = {**defaults, **section.get(name, {})}
+        configs = {"retention.ms": str(merged.get("retention_ms", 604_800_000))}
+        if merged.get("cleanup_policy"):
+            configs["cleanup.policy"] = str(merged["cleanup_policy"])
+        try:
+            specs.append(TopicSpec(name, int(merged.get("partitions", 6)),
+                                   int(merged.get("replication", 1)), configs))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"topics.{name}: {exc}") from None
+    return tuple(specs)
+
+
+def _path(value: str | None, base: Path) -> Path | None:
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Config:
+    """Read the TOML file and the environment; keyword overrides (CLI flags) win."""
+    config_path = Path(path or os.environ.get("THREATROUTE_CONFIG") or DEFAULT_CONFIG)
+    try:
+        raw = tomllib.loads(config_path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file not found: {config_path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{config_path}: {exc}") from None
+    kafka, broker, data, dns = (raw.get(k, {}) for k in ("kafka", "broker", "data", "dns"))
+    # relative paths are relative to the working directory, where `make demo` runs
+    base = Path.cwd()
+    state_dir = Path(os.environ.get("THREATROUTE_STATE") or base / ".threatroute")
+    port = int(os.environ.get("THREATROUTE_BROKER_PORT") or broker.get("port", 9092))
+    default_bootstrap = kafka.get("bootstrap", f"127.0.0.1:{port}")
+    if "THREATROUTE_BROKER_PORT" in os.environ:
+        default_bootstrap = f"127.0.0.1:{port}"
+    config = Config(
+        bootstrap=os.environ.get("THREATROUTE_BOOTSTRAP") or default_bootstrap,
+        state_dir=state_dir,
+        broker_port=port,
+        controller_port=int(os.environ.get("THREATROUTE_CONTROLLER_PORT")
+                            or broker.get("controller_port", port + 1)),
+        broker_heap=str(broker.get("heap", "1g")),
+        topics=_topic_specs(raw.get("topics", {})),
+        ipasn=_path(data.get("ipasn"), base),
+        asnames=_path(data.get("asnames"), base),
+        geoip=_path(data.get("geoip"), base),
+        reload_seconds=float(data.get("reload_seconds", 10)),
+        dns_nameserver=str(dns.get("nameserver", "")),
+        dns_timeout=float(dns.get("timeout", 2.0)),
+        dns_concurrency=int(dns.get("concurrency", 32)),
+        dns_cache_size=int(dns.get("cache_size", 100_000)),
+        sasl_username=os.environ.get("THREATROUTE_SASL_USERNAME", ""),
+        sasl_password=Secret(os.environ.get("THREATROUTE_SASL_PASSWORD", "")),
+    )
+    return config.with_overrides(**overrides)

@@ -1,0 +1,142 @@
+"""`threatroute ingest`: parse a feed file and produce it to indicators.raw.
+
+Accepted indicators go to `indicators.raw` keyed by the indicator key; refused items go to
+`indicators.invalid` as dead letters with their original bytes. `--dry-run` prints the
+normalised records instead and needs no broker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, TextIO
+
+from streams.config import Config
+from streams.kafka import AckedProducer, encode
+from threatroute.deadletter import dead_letter
+from threatroute.feeds import get_format
+from threatroute.feeds.base import Accepted, Context, Rejected, Tally, parse_report
+
+RAW_TOPIC = "indicators.raw"
+INVALID_TOPIC = "indicators.invalid"
+PROGRESS_MIN_BYTES = 1 << 20  # a bar only for inputs big enough to take a moment
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    fmt: str
+    path: str
+    dry_run: bool = False
+    report: str | None = None
+    defaults: tuple[tuple[str, Any], ...] = ()
+
+
+class CountingReader:
+    """Wraps a binary stream and counts bytes read, for the progress bar."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+        self.position = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        self.position += len(data)
+        return data
+
+    def readline(self, size: int = -1) -> bytes:
+        line = self._stream.readline(size)
+        self.position += len(line)
+        return line
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.readline, b"")
+
+    def peek(self, size: int = 1) -> bytes:
+        peek = getattr(self._stream, "peek", None)
+        return peek(size) if peek else b""
+
+    def seekable(self) -> bool:
+        return False
+
+
+class Progress:
+    """A one-line progress bar on stderr, only when stderr is a terminal."""
+
+    def __init__(self, total: int, out: TextIO = sys.stderr) -> None:
+        self.total, self.out = total, out
+        self.enabled = out.isatty() and total >= PROGRESS_MIN_BYTES
+        self._last = -1
+
+    def update(self, position: int, tally: Tally) -> None:
+        if not self.enabled:
+            return
+        percent = min(100, position * 100 // max(1, self.total))
+        if percent != self._last:
+            self._last = percent
+            bar = "#" * (percent // 4)
+            self.out.write(f"\r[{bar:<25}] {percent:3d}%  accepted {tally.accepted}  "
+                           f"invalid {tally.invalid}")
+            self.out.flush()
+
+    def done(self) -> None:
+        if self.enabled:
+            self.out.write("\n")
+
+
+def _open(path: str) -> tuple[IO[bytes], int]:
+    if path == "-":
+        return sys.stdin.buffer, 0
+    return open(path, "rb"), os.path.getsize(path)  # noqa: SIM115 - closed by the caller
+
+
+def ingest(options: IngestOptions, config: Config | None, out: TextIO = sys.stdout) -> Tally:
+    """Run one ingest; returns the tally. A dry run writes JSON lines to `out`."""
+    fmt = get_format(options.fmt)
+    stream, size = _open(options.path)
+    reader = CountingReader(stream)
+    context = Context(filename=None if options.path == "-" else Path(options.path).name,
+                      options={"report": options.report} if options.report else {})
+    producer = None if options.dry_run else AckedProducer(config)  # type: ignore[arg-type]
+    origin = {"format": options.fmt, "path": options.path}
+    tally, progress = Tally(), Progress(size)
+    try:
+        for outcome in parse_report(fmt, reader, context, dict(options.defaults)):  # type: ignore[arg-type]
+            tally.add(outcome)
+            if isinstance(outcome, Accepted):
+                if producer:
+                    producer.send(RAW_TOPIC, encode(outcome.record), outcome.key)
+                else:
+                    out.write(json.dumps(outcome.record, ensure_ascii=False) + "\n")
+            elif isinstance(outcome, Rejected):
+                letter = dead_letter(outcome.raw, outcome.reason, stage="ingest",
+                                     field=outcome.field,
+                                     origin={**origin, "item": outcome.number})
+                if producer:
+                    producer.send(INVALID_TOPIC, encode(letter))
+                else:
+                    where = f"item {outcome.number}" if outcome.number else "document"
+                    field = f" [{outcome.field}]" if outcome.field else ""
+                    print(f"invalid {where}{field}: {outcome.reason}", file=sys.stderr)
+            if ((tally.accepted + tally.invalid) & 0x3FF) == 0:
+                progress.update(reader.position, tally)
+        if producer:
+            producer.flush()
+    finally:
+        progress.done()
+        if stream is not sys.stdin.buffer:
+            stream.close()
+    return tally
+
+
+def summary(tally: Tally, dry_run: bool) -> str:
+    where = "" if dry_run else f" -> {RAW_TOPIC}"
+    text = f"accepted {tally.accepted}{where}; invalid {tally.invalid}"
+    text += "" if dry_run else f" -> {INVALID_TOPIC}"
+    if tally.skipped:
+        reasons = ", ".join(f"{n} {r}" for r, n in sorted(tally.skipped.items()))
+        text += f"; skipped {sum(tally.skipped.values())} ({reasons})"
+    return text

@@ -1,0 +1,102 @@
+"""Thin wrappers over confluent-kafka: client settings, JSON serde, acknowledged producing.
+
+Only `streams/` imports a Kafka client; everything else sees plain dicts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Message, Producer
+
+from streams.config import Config
+from threatroute.errors import ThreatrouteError
+
+log = logging.getLogger(__name__)
+
+
+class DeliveryError(ThreatrouteError):
+    """The broker did not acknowledge some records; nothing after them may be committed."""
+
+
+def encode(record: dict[str, Any]) -> bytes:
+    return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def decode(value: bytes | None) -> Any:
+    return json.loads(value) if value is not None else None
+
+
+def producer_settings(config: Config, **extra: Any) -> dict[str, Any]:
+    return {
+        **config.kafka_settings(),
+        # idempotence: broker-side dedup of retried sends, ordered per partition
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "batch.num.messages": 10000,
+        "compression.type": "lz4",
+        "queue.buffering.max.messages": 500_000,
+        **extra,
+    }
+
+
+def consumer_settings(config: Config, group: str, **extra: Any) -> dict[str, Any]:
+    return {
+        **config.kafka_settings(),
+        "group.id": group,
+        # offsets are committed by the loop only after outputs are acknowledged
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "partition.assignment.strategy": "cooperative-sticky",
+        "fetch.wait.max.ms": 100,
+        **extra,
+    }
+
+
+class AckedProducer:
+    """A producer that knows whether everything it sent was acknowledged."""
+
+    def __init__(self, config: Config, **extra: Any) -> None:
+        self._producer = Producer(producer_settings(config, **extra))
+        self.failed: list[str] = []
+        self.sent = 0
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self.failed.append(f"{msg.topic()}: {err.str()}")
+
+    def send(self, topic: str, value: bytes | None, key: str | bytes | None = None,
+             headers: list[tuple[str, bytes]] | None = None) -> None:
+        while True:
+            try:
+                self._producer.produce(topic, value, key, on_delivery=self._on_delivery,
+                                       headers=headers)
+                break
+            except BufferError:  # local queue full: let librdkafka drain, then retry
+                self._producer.poll(0.05)
+        self.sent += 1
+        self._producer.poll(0)
+
+    def flush(self, timeout: float = 60.0) -> None:
+        """Wait for every acknowledgement; raise DeliveryError if any send failed."""
+        remaining = self._producer.flush(timeout)
+        if remaining:
+            raise DeliveryError(f"{remaining} records not acknowledged within {timeout}s")
+        if self.failed:
+            failures, self.failed = self.failed, []
+            raise DeliveryError(f"{len(failures)} records refused, e.g. {failures[0]}")
+
+
+def make_consumer(config: Config, group: str, topics: list[str],
+                  on_assign: Callable[..., None] | None = None, **extra: Any) -> Consumer:
+    consumer = Consumer(consumer_settings(config, group, **extra))
+    if on_assign:
+        consumer.subscribe(topics, on_assign=on_assign)
+    else:
+        consumer.subscribe(topics)
+    return consumer

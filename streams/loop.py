@@ -1,0 +1,166 @@
+"""The one consume loop every stage runs: poll a batch, decode, transform, produce, commit.
+
+At-least-once: offsets are committed only after every output of the batch (results and dead
+letters) is acknowledged by the broker. A crash before the commit re-delivers the batch; the
+outputs are keyed so downstream dedup (matching) absorbs the repeats.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+
+from streams.kafka import AckedProducer, encode
+from threatroute.deadletter import dead_letter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """One record to produce: where, under which key."""
+
+    topic: str
+    key: str | bytes | None
+    value: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """An input the stage refuses: it goes to the dead letter with its original bytes."""
+
+    raw: bytes
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Input:
+    key: bytes | None
+    record: dict[str, Any]
+    raw: bytes
+
+
+class Stage(Protocol):
+    name: str
+    source: str
+    dead_letter_topic: str
+
+    def process(self, batch: list[Input]) -> Iterable[Output | Refused]: ...
+
+
+@dataclass
+class StageStats:
+    """Running counts of one stage; the metrics module exports them."""
+
+    consumed: int = 0
+    produced: int = 0
+    refused: int = 0
+    batches: int = 0
+    last_batch_seconds: float = 0.0
+    last_progress: float = field(default_factory=time.time)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+
+def decode_batch(messages: list[Message]) -> tuple[list[Input], list[Refused]]:
+    inputs, refused = [], []
+    for message in messages:
+        raw = message.value() or b""
+        try:
+            record = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            refused.append(Refused(raw, f"not JSON: {exc}"[:300]))
+            continue
+        if not isinstance(record, dict):
+            refused.append(Refused(raw, f"expected a JSON object, got {type(record).__name__}"))
+            continue
+        inputs.append(Input(message.key(), record, raw))
+    return inputs, refused
+
+
+def _next_offsets(messages: list[Message]) -> list[TopicPartition]:
+    highest: dict[tuple[str, int], int] = {}
+    for message in messages:
+        slot = (message.topic(), message.partition())
+        highest[slot] = max(highest.get(slot, -1), message.offset())
+    return [TopicPartition(t, p, o + 1) for (t, p), o in highest.items()]
+
+
+def run_stage(stage: Stage, consumer: Consumer, producer: AckedProducer,
+              stop: threading.Event, stats: StageStats | None = None, batch_size: int = 2000,
+              poll_timeout: float = 0.5, on_batch: Callable[[StageStats], None] | None = None
+              ) -> StageStats:
+    """Run `stage` until `stop` is set; returns its stats. Never returns on bad input."""
+    stats = stats or StageStats()
+    try:
+        while not stop.is_set():
+            messages = consumer.consume(num_messages=batch_size, timeout=poll_timeout)
+            messages = [m for m in messages if not _is_error(m)]
+            if not messages:
+                stats.last_progress = time.time()  # idle is not stalled
+                continue
+            started = time.perf_counter()
+            inputs, refused = decode_batch(messages)
+            results = list(stage.process(inputs)) if inputs else []
+            produced = 0
+            for result in [*refused, *results]:
+                if isinstance(result, Refused):
+                    letter = dead_letter(result.raw, result.reason, stage=stage.name)
+                    producer.send(stage.dead_letter_topic, encode(letter))
+                else:
+                    producer.send(result.topic, encode(result.value), result.key)
+                    produced += 1
+            producer.flush()  # raises DeliveryError: then nothing is committed, batch re-read
+            _commit(consumer, _next_offsets(messages))
+            with stats.lock:
+                stats.consumed += len(messages)
+                stats.produced += produced
+                stats.refused += len(messages) - len(inputs) + sum(
+                    isinstance(r, Refused) for r in results)
+                stats.batches += 1
+                stats.last_batch_seconds = time.perf_counter() - started
+                stats.last_progress = time.time()
+            if on_batch:
+                on_batch(stats)
+    finally:
+        consumer.close()  # leaves the group at once so partitions move without a timeout
+    return stats
+
+
+def _is_error(message: Message) -> bool:
+    error = message.error()
+    if error is None:
+        return False
+    if not error.retriable() and error.fatal():
+        raise KafkaException(error)
+    log.warning("consumer: %s", error.str())
+    return True
+
+
+def _commit(consumer: Consumer, offsets: list[TopicPartition]) -> None:
+    try:
+        consumer.commit(offsets=offsets, asynchronous=False)
+    except KafkaException as exc:
+        # partitions moved to another worker mid-batch: it re-reads them (at-least-once)
+        log.warning("commit failed, batch will be re-delivered: %s", exc)
+
+
+def map_records(name: str, transform: Callable[[dict[str, Any]], dict[str, Any]],
+                sink: str, batch: list[Input],
+                prepare: Callable[[list[dict[str, Any]]], None] | None = None
+                ) -> Iterable[Output | Refused]:
+    """Apply a record-to-record transform to a batch; a record it chokes on is refused."""
+    if prepare:
+        prepare([item.record for item in batch])
+    for item in batch:
+        try:
+            yield Output(sink, item.key, transform(item.record))
+        except Exception as exc:  # a transform bug must cost one record, not the stage
+            log.exception("%s: record refused", name)
+            yield Refused(item.raw, f"{name} failed: {type(exc).__name__}: {exc}"[:300])

@@ -1,0 +1,52 @@
+"""Reading topics back in integration tests: offsets before, records after."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+
+
+def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"probe-{uuid.uuid4()}",
+                         "log_level": 3})
+    try:
+        metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                for p in metadata.partitions}
+    finally:
+        consumer.close()
+
+
+def read_since(bootstrap: str, topic: str, since: dict[int, int] | None,
+               expect: int | None = None, timeout: float = 30.0, idle: float = 2.0
+               ) -> list[tuple[bytes | None, Any]]:
+    """Records appended to `topic` after `since` (end offsets taken earlier).
+
+    Stops at `expect` records, or when nothing new arrived for `idle` seconds after the
+    current end was reached, or at `timeout`.
+    """
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"probe-{uuid.uuid4()}",
+                         "enable.auto.commit": False, "log_level": 3})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, (since or {}).get(p, 0)) for p in partitions])
+        records: list[tuple[bytes | None, Any]] = []
+        deadline, quiet_since = time.monotonic() + timeout, time.monotonic()
+        while time.monotonic() < deadline:
+            batch = consumer.consume(1000, timeout=0.3)
+            batch = [m for m in batch if m.error() is None]
+            if batch:
+                quiet_since = time.monotonic()
+            records += [(m.key(), json.loads(m.value()) if m.value() is not None else None)
+                        for m in batch]
+            if expect is not None and len(records) >= expect:
+                break
+            if expect is None and time.monotonic() - quiet_since > idle:
+                break
+        return records
+    finally:
+        consumer.close()
