@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from streams.schemas import errors
 from tests.integration.conftest import threatroute
 from tests.integration.kafka_helpers import end_offsets, read_since
 
@@ -65,6 +66,7 @@ def test_sample_feed_lands_on_raw_topic(kafka_env, bootstrap, fmt, sample):
     assert sorted(json.dumps(strip(v), sort_keys=True) for _, v in raw) == sorted(
         json.dumps(strip(v), sort_keys=True) for v in expected)
     assert all(key and len(key) == 32 for key, _ in raw)
+    assert [errors("indicator", v) for _, v in raw] == [[] for _ in raw]
     dead = read_since(bootstrap, "indicators.invalid", before_invalid, expect=invalid, idle=0.5,
                       timeout=10 if invalid else 2)
     assert len(dead) == invalid
@@ -131,3 +133,4 @@ def test_ten_thousand_malformed_lines_are_dead_lettered_and_counts_add_up(
     assert originals == sorted(lines[i] for i in bad_indexes)
     assert all(v["reason"] and v["stage"] == "ingest" and v["origin"]["format"] == "jsonl"
                for _, v in dead)
+    assert not [e for _, v in dead[:500] if (e := errors("dead-letter", v))]
