@@ -8,6 +8,7 @@ deploy/kafka/server.properties.template and log4j2.properties configure the brok
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import shutil
@@ -117,7 +118,8 @@ def _format_storage(java: str, libs: Path, paths: BrokerPaths) -> None:
     if (paths.data / "meta.properties").exists():
         return
     result = subprocess.run(
-        [java, "-cp", f"{libs}/*", "-Dlog4j2.configurationFile=" + str(KAFKA_DIR / "log4j2.properties"),
+        [java, "-cp", f"{libs}/*",
+         "-Dlog4j2.configurationFile=" + str(KAFKA_DIR / "log4j2.properties"),
          f"-Dkafka.logs.dir={paths.logs}", "kafka.tools.StorageTool", "format",
          "-t", _cluster_id(), "-c", str(paths.properties)],
         capture_output=True, text=True, check=False)
@@ -171,7 +173,7 @@ def start(config: Config, wait_seconds: float = 90.0) -> str:
         folder.mkdir(parents=True, exist_ok=True)
     _render_properties(config, paths)
     _format_storage(java, libs, paths)
-    command = [java, f"-Xms256m", f"-Xmx{config.broker_heap}", "-XX:+UseG1GC",
+    command = [java, "-Xms256m", f"-Xmx{config.broker_heap}", "-XX:+UseG1GC",
                "-Djava.awt.headless=true",
                "-Dlog4j2.configurationFile=" + str(KAFKA_DIR / "log4j2.properties"),
                f"-Dkafka.logs.dir={paths.logs}", "-cp", f"{libs}/*", MAIN_CLASS,
@@ -217,10 +219,8 @@ def stop(config: Config, wait_seconds: float = 30.0) -> bool:
 
 def _reap(pid: int) -> None:
     # when the broker is our own child (tests), collect it so /proc stops showing a zombie
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def status(config: Config) -> bool:

@@ -6,18 +6,26 @@ Configuration is read once here into a frozen Config and passed down.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from streams.config import Config, load_config
-from threatroute.errors import ThreatrouteError
+from threatroute.errors import ConfigError, ThreatrouteError
+
+CHAIN = ("asn", "geo", "hoster")
 
 Handler = Callable[[argparse.Namespace, Config], int]
 
 
 def _config(args: argparse.Namespace) -> Config:
-    return load_config(args.config, bootstrap=getattr(args, "bootstrap", None))
+    return load_config(args.config, bootstrap=getattr(args, "bootstrap", None),
+                       ipasn=getattr(args, "ipasn", None), asnames=getattr(args, "asnames", None),
+                       geoip=getattr(args, "geoip", None),
+                       dns_nameserver=getattr(args, "nameserver", None))
 
 
 def cmd_broker(args: argparse.Namespace, config: Config) -> int:
@@ -55,6 +63,88 @@ def cmd_ingest(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace, config: Config) -> int:
+    import threading
+
+    from streams.run import install_signal_handlers, run_stages
+
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    names = CHAIN if args.stage == "all" else (args.stage,)
+    print(f"running {', '.join(names)} against {config.bootstrap}; Ctrl-C stops", flush=True)
+    stats = run_stages(config, names, stop, batch_size=args.batch_size)
+    for name, stat in stats.items():
+        print(f"{name}: consumed {stat.consumed}, produced {stat.produced}, "
+              f"refused {stat.refused}")
+    return 0
+
+
+def cmd_recipients(args: argparse.Namespace, config: Config) -> int:
+    from streams import recipients
+
+    if args.action == "import":
+        if not args.arg:
+            raise ConfigError("recipients import needs a registry FILE")
+        result = recipients.import_registry(config, Path(args.arg).read_text())
+        for rid in result.upserts:
+            print(f"written    {rid}")
+        for rid in result.deletions:
+            print(f"tombstoned {rid}")
+        for topic in result.topics_created:
+            print(f"created    {topic}")
+        if not (result.upserts or result.deletions):
+            print("registry unchanged")
+        return 0
+    registry = recipients.read_registry(config)
+    if args.action == "list":
+        for rid, r in sorted(registry.items()):
+            owns = f"{len(r.owns.prefixes)} prefixes, {len(r.owns.asns)} ASNs, " \
+                   f"{len(r.owns.domains)} domains"
+            print(f"{rid:24} {r.name:32} owns {owns}; TLP {r.tlp_clearance}")
+        print(f"{len(registry)} recipients")
+        return 0
+    if not args.arg or args.arg not in registry:
+        print(f"no recipient {args.arg!r}", file=sys.stderr)
+        return 1
+    print(json.dumps(registry[args.arg].to_json(), indent=2))
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace, config: Config) -> int:
+    from enrichers.asn import AsnDatabase
+    from enrichers.dns import Resolver
+    from enrichers.geo import GeoDatabase
+    from streams.explain import Explainer, explain_lines
+    from streams.stages import nameserver
+    from threatroute.registry import load_registry
+
+    # explain uses only what it is given on the command line: no Kafka, no config data files
+    server = nameserver(args.nameserver or "")
+    explainer = Explainer(
+        asn=AsnDatabase(args.ipasn, args.asnames) if args.ipasn else None,
+        geo=GeoDatabase(args.geoip) if args.geoip else None,
+        resolver=Resolver(server[0], server[1], timeout=config.dns_timeout) if server else None,
+        recipients=load_registry(args.registry.read_text()) if args.registry else ())
+    invalid = explain_lines(explainer, sys.stdin, sys.stdout, args.json)
+    return 1 if invalid else 0
+
+
+def cmd_data(args: argparse.Namespace, config: Config) -> int:
+    from enrichers import databuild
+
+    if args.action == "build":
+        built = databuild.build_demo_data(args.dest)
+        for path in built:
+            print(f"wrote {path}")
+        return 0
+    if args.action == "fetch-asn":
+        print(databuild.fetch_asn_data(args.dest))
+        return 0
+    key = args.maxmind_key or os.environ.get("MAXMIND_LICENSE_KEY")
+    print(databuild.fetch_geo_data(args.dest, account_id=args.maxmind_account, licence_key=key))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="threatroute", description=__doc__)
     parser.add_argument("--config", help="TOML configuration (default deploy/threatroute.toml)")
@@ -87,12 +177,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--confidence", type=float, help="feed.accuracy 0-100 for records lacking one")
     p.set_defaults(handler=cmd_ingest)
 
-    for register in _LATER_COMMANDS:
-        register(sub, common)
+    data_flags = argparse.ArgumentParser(add_help=False)
+    data_flags.add_argument("--ipasn", type=Path, help="pyasn IPASN table (v4, v6 or mixed)")
+    data_flags.add_argument("--asnames", type=Path, help="pyasn AS-names JSON")
+    data_flags.add_argument("--geoip", type=Path, help="MaxMind City or Country database")
+    data_flags.add_argument("--nameserver",
+                            help='DNS server "ip[:port]" or "system"; empty: no resolution')
+
+    p = sub.add_parser("run", parents=[common, data_flags], help="run enrichment stages")
+    p.add_argument("stage", choices=[*CHAIN, "all"])
+    p.add_argument("--batch-size", type=int, default=2000)
+    p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("recipients", parents=[common], help="the recipient registry")
+    p.add_argument("action", choices=["import", "list", "show"])
+    p.add_argument("arg", nargs="?", metavar="FILE|ID")
+    p.set_defaults(handler=cmd_recipients)
+
+    p = sub.add_parser("explain", parents=[data_flags],
+                       help="show what each stage adds to indicators on stdin, and who gets them")
+    p.add_argument("--registry", type=Path, help="recipient registry YAML")
+    p.add_argument("--json", action="store_true", help="one JSON object per input line")
+    p.set_defaults(handler=cmd_explain)
+
+    p = sub.add_parser("data", help="enrichment data: build the demo set, or fetch real data")
+    p.add_argument("action", choices=["build", "fetch-asn", "fetch-geo"])
+    p.add_argument("--dest", type=Path, default=Path(".threatroute/data"))
+    p.add_argument("--maxmind-account", help="MaxMind account id (fetch-geo)")
+    p.add_argument("--maxmind-key", help="MaxMind licence key (fetch-geo; or MAXMIND_LICENSE_KEY)")
+    p.set_defaults(handler=cmd_data)
     return parser
-
-
-_LATER_COMMANDS: list[Callable[[argparse._SubParsersAction, argparse.ArgumentParser], None]] = []
 
 
 def main(argv: Sequence[str] | None = None) -> int:

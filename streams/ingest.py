@@ -90,7 +90,7 @@ class Progress:
 def _open(path: str) -> tuple[IO[bytes], int]:
     if path == "-":
         return sys.stdin.buffer, 0
-    return open(path, "rb"), os.path.getsize(path)  # noqa: SIM115 - closed by the caller
+    return open(path, "rb"), os.path.getsize(path)
 
 
 def ingest(options: IngestOptions, config: Config | None, out: TextIO = sys.stdout) -> Tally:

@@ -150,17 +150,3 @@ def _commit(consumer: Consumer, offsets: list[TopicPartition]) -> None:
         # partitions moved to another worker mid-batch: it re-reads them (at-least-once)
         log.warning("commit failed, batch will be re-delivered: %s", exc)
 
-
-def map_records(name: str, transform: Callable[[dict[str, Any]], dict[str, Any]],
-                sink: str, batch: list[Input],
-                prepare: Callable[[list[dict[str, Any]]], None] | None = None
-                ) -> Iterable[Output | Refused]:
-    """Apply a record-to-record transform to a batch; a record it chokes on is refused."""
-    if prepare:
-        prepare([item.record for item in batch])
-    for item in batch:
-        try:
-            yield Output(sink, item.key, transform(item.record))
-        except Exception as exc:  # a transform bug must cost one record, not the stage
-            log.exception("%s: record refused", name)
-            yield Refused(item.raw, f"{name} failed: {type(exc).__name__}: {exc}"[:300])

@@ -26,7 +26,8 @@ def _registry() -> Registry:
 
 @cache
 def validator(name: str) -> Draft202012Validator:
-    """Validator for `name` ("indicator", "enriched-indicator", "alert", "feedback", "dead-letter")."""
+    """Validator for a schema by name: indicator, enriched-indicator, alert, feedback,
+    dead-letter."""
     registry = _registry()
     schema = registry.contents(f"{BASE}{name}.schema.json")
     return Draft202012Validator(schema, registry=registry,

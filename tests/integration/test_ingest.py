@@ -84,7 +84,7 @@ def malformed_and_good_lines(rng: random.Random, bad: int, good: int) -> tuple[l
         lambda i: b'{"classification": {"type": "phishing"}, "source": {"url": "http://x',
         lambda i: b"\xff\xfe\x00bad encoding " + str(i).encode(),
         lambda i: json.dumps({"classification": {"type": "phishing"},
-                              "source": {"ip": "999.1.2.%d" % i}}).encode(),
+                              "source": {"ip": f"999.1.2.{i}"}}).encode(),
         lambda i: json.dumps({"classification": {"type": 7}, "source": {"ip": "192.0.2.1"}}).encode(),
         lambda i: json.dumps({"classification": {"type": "phishing"},
                               "source": {"fqdn": "a" * 100_000 + ".example"}}).encode(),

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# `make demo`: start the embedded broker, create topics, build demo data, import the example
+# registry, ingest the demo indicators, run the enrichment chain, and show what came out.
+# Needs nothing from ../shared: every input is generated or lives in deploy/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tr=.venv/bin/threatroute
+run_seconds=${DEMO_RUN_SECONDS:-20}
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "broker";            $tr broker start
+step "topics";            $tr topics create
+step "enrichment data";   $tr data build
+step "recipients";        $tr recipients import deploy/recipients.example.yaml
+$tr recipients list
+step "why each demo indicator goes where it goes (threatroute explain)"
+$tr explain --ipasn .threatroute/data/ipasn.dat --asnames .threatroute/data/asnames.json \
+  --geoip .threatroute/data/demo-city.mmdb --registry deploy/recipients.example.yaml \
+  < deploy/demo/indicators.jsonl || true   # the last demo line is invalid on purpose
+step "ingest";            $tr ingest jsonl deploy/demo/indicators.jsonl
+step "run all stages for ${run_seconds}s"
+$tr run all & pid=$!
+sleep "$run_seconds"; kill -TERM "$pid"; wait "$pid" || true
+step "indicators.enriched (last 3, via kcat)"
+if command -v kcat >/dev/null; then
+  kcat -C -b 127.0.0.1:9092 -t indicators.enriched -o -1 -e -q -f '%k %s\n' 2>/dev/null | tail -3 || true
+fi
+printf '\nThe broker keeps running (data in .threatroute/broker); stop it with: %s broker stop\n' "$tr"

@@ -1,0 +1,127 @@
+"""`threatroute explain`: what each stage adds to an indicator and who receives it, and why.
+
+Runs the same pure functions the Kafka stages run (normalise, DNS, ASN, geo, hoster, match)
+on indicator JSON lines from stdin, without Kafka: the operator's "why did this go there?".
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from enrichers.asn import AsnDatabase, enrich_asn
+from enrichers.dns import Resolver, enrich_dns
+from enrichers.geo import GeoDatabase, enrich_geo
+from enrichers.hoster import enrich_owner
+from matchers.index import MatchIndex
+from threatroute.errors import InvalidRecord
+from threatroute.record import flatten, normalise_indicator
+from threatroute.registry import Recipient
+
+Record = dict[str, Any]
+Added = dict[str, Any] | None  # fields a stage added; None when the stage was skipped
+
+
+@dataclass
+class Explainer:
+    """The stages as plain functions; any data source may be absent (that stage is skipped)."""
+
+    asn: AsnDatabase | None = None
+    geo: GeoDatabase | None = None
+    resolver: Resolver | None = None
+    recipients: Iterable[Recipient] = ()
+
+    def __post_init__(self) -> None:
+        self.index = MatchIndex.build(self.recipients)
+
+    def steps(self) -> list[tuple[str, Callable[[Record], Record] | None]]:
+        asn, geo, resolver = self.asn, self.geo, self.resolver
+        return [
+            ("dns", (lambda r: enrich_dns([r], resolver)[0]) if resolver else None),  # type: ignore[misc,index]
+            ("asn", (lambda r: enrich_asn(r, asn)) if asn else None),  # type: ignore[arg-type,return-value]
+            ("geo", (lambda r: enrich_geo(r, geo)) if geo else None),  # type: ignore[arg-type,return-value]
+            ("hoster", lambda r: enrich_owner(r, self.index.ownership)),
+        ]
+
+    def explain(self, line: str) -> tuple[Record, list[tuple[str, Added]], list[Any]]:
+        """(enriched record, [(stage, fields it added or None if skipped)], decisions)."""
+        try:
+            raw = json.loads(line)
+        except ValueError as exc:
+            raise InvalidRecord(f"broken JSON: {exc}") from None
+        record = normalise_indicator(raw)
+        added: list[tuple[str, Added]] = [("normalise", _added({}, record))]
+        for name, step in self.steps():
+            if step is None:
+                added.append((name, None))
+                continue
+            enriched = step(record)
+            added.append((name, _added(record, enriched)))
+            record = enriched
+        return record, added, self.index.explain(record)
+
+
+def _added(before: Record, after: Record) -> dict[str, Any]:
+    old = flatten(before)
+    return {k: v for k, v in flatten(after).items() if old.get(k) != v}
+
+
+def explain_lines(explainer: Explainer, lines: Iterable[str], out: TextIO, as_json: bool) -> int:
+    """Explain every non-blank line; returns how many were invalid."""
+    invalid = 0
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record, added, decisions = explainer.explain(line)
+        except InvalidRecord as exc:
+            invalid += 1
+            reason = f"{exc.field}: {exc.reason}" if exc.field else exc.reason
+            if as_json:
+                out.write(json.dumps({"line": number, "error": reason}) + "\n")
+            else:
+                out.write(f"line {number}: invalid: {reason}\n\n")
+            continue
+        delivered = [d for d in decisions if d.blocked is None]
+        if as_json:
+            record = {**record, "recipients": [{"id": d.recipient_id, "reasons": list(d.reasons)}
+                                               for d in delivered]}
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+        else:
+            out.write("\n".join(_readable(number, record, added, decisions)) + "\n\n")
+    return invalid
+
+
+def _readable(number: int, record: Record, added: list[tuple[str, Any]],
+              decisions: list[Any]) -> Iterator[str]:
+    source = record["source"]
+    locator = next(str(source[k]) for k in ("url", "fqdn", "ip", "network", "asn") if k in source)
+    yield (f"line {number}: {record['classification']['type']} {locator} "
+           f"(TLP:{record.get('tlp', 'unset')})")
+    for stage, fields_added in added:
+        if fields_added is None:
+            yield f"  {stage:9} skipped (no data given)"
+        elif not fields_added:
+            yield f"  {stage:9} nothing to add"
+        else:
+            shown = ", ".join(f"{k}={_short(v)}" for k, v in fields_added.items()
+                              if k != "time.observation")
+            yield f"  {stage:9} {shown or 'nothing to add'}"
+    owner = record.get("extra", {}).get("owner")
+    yield (f"  owner     {owner['id']} ({owner['name']}) by {owner['rule']}" if owner
+           else "  owner     none registered")
+    if not decisions:
+        yield "  reaches   nobody: no recipient owns or subscribes to it"
+    for decision in decisions:
+        why = "; ".join(decision.reasons)
+        if decision.blocked is None:
+            yield f"  reaches   {decision.recipient_id}: {why}"
+        else:
+            yield f"  blocked   {decision.recipient_id}: {why}; but {decision.blocked}"
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value
+    return text if len(text) <= 80 else text[:77] + "..."
