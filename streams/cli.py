@@ -16,7 +16,7 @@ from pathlib import Path
 from streams.config import Config, load_config
 from threatroute.errors import ConfigError, ThreatrouteError
 
-CHAIN = ("asn", "geo", "hoster")
+CHAIN = ("asn", "geo", "hoster", "match")
 
 Handler = Callable[[argparse.Namespace, Config], int]
 
@@ -74,8 +74,9 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
     print(f"running {', '.join(names)} against {config.bootstrap}; Ctrl-C stops", flush=True)
     stats = run_stages(config, names, stop, batch_size=args.batch_size)
     for name, stat in stats.items():
-        print(f"{name}: consumed {stat.consumed}, produced {stat.produced}, "
-              f"refused {stat.refused}")
+        if stat.batches:
+            print(f"{name}: consumed {stat.consumed}, produced {stat.produced}, "
+                  f"refused {stat.refused}")
     return 0
 
 
@@ -145,6 +146,25 @@ def cmd_data(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def cmd_tail(args: argparse.Namespace, config: Config) -> int:
+    from streams.tail import tail
+
+    count = tail(config, args.recipient, as_json=args.json, follow=args.follow, group=args.group)
+    print(f"{count} alerts", file=sys.stderr)
+    return 0
+
+
+def cmd_feedback(args: argparse.Namespace, config: Config) -> int:
+    from streams.tail import feedback_record, send_feedback
+
+    recipient = args.recipient or os.environ.get("THREATROUTE_RECIPIENT")
+    if not recipient:
+        raise ConfigError("say who you are: --recipient ID or THREATROUTE_RECIPIENT")
+    send_feedback(config, feedback_record(args.alert_id, recipient, args.status, args.note))
+    print(f"feedback {args.status} for {args.alert_id} sent")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="threatroute", description=__doc__)
     parser.add_argument("--config", help="TOML configuration (default deploy/threatroute.toml)")
@@ -177,6 +197,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--confidence", type=float, help="feed.accuracy 0-100 for records lacking one")
     p.set_defaults(handler=cmd_ingest)
 
+    p = sub.add_parser("tail", parents=[common], help="read a recipient's alerts")
+    p.add_argument("recipient")
+    p.add_argument("--json", action="store_true", help="the alert records as JSON lines")
+    p.add_argument("-f", "--follow", action="store_true", help="keep waiting for new alerts")
+    p.add_argument("--group", help="consumer group: resume where it left off (commits)")
+    p.set_defaults(handler=cmd_tail)
+
+    from streams.tail import STATUSES
+
+    p = sub.add_parser("feedback", parents=[common], help="post remediation status of an alert")
+    p.add_argument("alert_id")
+    p.add_argument("status", choices=STATUSES)
+    p.add_argument("--note")
+    p.add_argument("--recipient", help="your recipient id (or THREATROUTE_RECIPIENT)")
+    p.set_defaults(handler=cmd_feedback)
+
     data_flags = argparse.ArgumentParser(add_help=False)
     data_flags.add_argument("--ipasn", type=Path, help="pyasn IPASN table (v4, v6 or mixed)")
     data_flags.add_argument("--asnames", type=Path, help="pyasn AS-names JSON")
@@ -184,7 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     data_flags.add_argument("--nameserver",
                             help='DNS server "ip[:port]" or "system"; empty: no resolution')
 
-    p = sub.add_parser("run", parents=[common, data_flags], help="run enrichment stages")
+    p = sub.add_parser("run", parents=[common, data_flags],
+                       help="run pipeline stages (asn, geo, hoster, match) or all of them")
     p.add_argument("stage", choices=[*CHAIN, "all"])
     p.add_argument("--batch-size", type=int, default=2000)
     p.set_defaults(handler=cmd_run)

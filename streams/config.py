@@ -25,6 +25,8 @@ PIPELINE_TOPICS = (
     "indicators.geo",
     "indicators.enriched",
     "alerts.ledger",
+    "alerts.status",
+    "match.state",
     "feedback",
     "feedback.invalid",
     "recipients",
@@ -68,6 +70,9 @@ class Config:
     dns_timeout: float
     dns_concurrency: int
     dns_cache_size: int
+    dedup_window_hours: float = 168.0
+    renotify_hours: float = 24.0
+    default_tlp: str = "AMBER"
     sasl_username: str = ""
     sasl_password: Secret = Secret("")
 
@@ -126,7 +131,8 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
         raise ConfigError(f"configuration file not found: {config_path}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{config_path}: {exc}") from None
-    kafka, broker, data, dns = (raw.get(k, {}) for k in ("kafka", "broker", "data", "dns"))
+    kafka, broker, data, dns, match = (raw.get(k, {}) for k in
+                                       ("kafka", "broker", "data", "dns", "match"))
     # relative paths are relative to the working directory, where `make demo` runs
     base = Path.cwd()
     state_dir = Path(os.environ.get("THREATROUTE_STATE") or base / ".threatroute")
@@ -150,6 +156,9 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
         dns_timeout=float(dns.get("timeout", 2.0)),
         dns_concurrency=int(dns.get("concurrency", 32)),
         dns_cache_size=int(dns.get("cache_size", 100_000)),
+        dedup_window_hours=float(match.get("dedup_window_hours", 168)),
+        renotify_hours=float(match.get("renotify_hours", 24)),
+        default_tlp=str(match.get("default_tlp", "AMBER")).upper(),
         sasl_username=os.environ.get("THREATROUTE_SASL_USERNAME", ""),
         sasl_password=Secret(os.environ.get("THREATROUTE_SASL_PASSWORD", "")),
     )

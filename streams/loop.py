@@ -84,7 +84,7 @@ def decode_batch(messages: list[Message]) -> tuple[list[Input], list[Refused]]:
     return inputs, refused
 
 
-def _next_offsets(messages: list[Message]) -> list[TopicPartition]:
+def next_offsets(messages: list[Message]) -> list[TopicPartition]:
     highest: dict[tuple[str, int], int] = {}
     for message in messages:
         slot = (message.topic(), message.partition())
@@ -117,7 +117,7 @@ def run_stage(stage: Stage, consumer: Consumer, producer: AckedProducer,
                     producer.send(result.topic, encode(result.value), result.key)
                     produced += 1
             producer.flush()  # raises DeliveryError: then nothing is committed, batch re-read
-            _commit(consumer, _next_offsets(messages))
+            _commit(consumer, next_offsets(messages))
             with stats.lock:
                 stats.consumed += len(messages)
                 stats.produced += produced

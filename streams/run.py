@@ -14,10 +14,11 @@ from collections.abc import Sequence
 from streams.config import Config
 from streams.kafka import AckedProducer, make_consumer
 from streams.loop import StageStats, run_stage
+from streams.match import MatchStage
 from streams.stages import STAGES, EnrichStage
 
 log = logging.getLogger(__name__)
-CHAIN = ("asn", "geo", "hoster")
+CHAIN = ("asn", "geo", "hoster", "match")
 
 
 def group_id(stage: str) -> str:
@@ -27,12 +28,17 @@ def group_id(stage: str) -> str:
 def run_stages(config: Config, names: Sequence[str], stop: threading.Event,
                batch_size: int = 2000) -> dict[str, StageStats]:
     """Build and run the named stages until `stop` is set; returns their stats."""
-    stages: list[EnrichStage] = [STAGES[name](config) for name in names]
+    stages: list[EnrichStage | MatchStage] = [
+        MatchStage(config, batch_size=batch_size) if name == "match" else STAGES[name](config)
+        for name in names]
     stats = {stage.name: StageStats() for stage in stages}
     failures: list[BaseException] = []
 
-    def work(stage: EnrichStage) -> None:
+    def work(stage: EnrichStage | MatchStage) -> None:
         try:
+            if isinstance(stage, MatchStage):
+                stage.run(stop)
+                return
             consumer = make_consumer(config, group_id(stage.name), [stage.source])
             run_stage(stage, consumer, AckedProducer(config), stop, stats[stage.name],
                       batch_size=batch_size)
@@ -50,7 +56,8 @@ def run_stages(config: Config, names: Sequence[str], stop: threading.Event,
                 thread.join(0.5)
     finally:
         for stage in stages:
-            stage.close()
+            if isinstance(stage, EnrichStage):
+                stage.close()
     if failures:
         raise failures[0]
     return stats

@@ -21,7 +21,7 @@ from enrichers.reloading import Reloading
 from matchers.ownership import OwnershipIndex
 from streams.config import Config
 from streams.loop import Input, Output, Refused
-from streams.recipients import RegistryView
+from streams.recipients import registry_view
 from threatroute.errors import ConfigError
 from threatroute.registry import Recipient
 
@@ -123,7 +123,7 @@ class LiveOwnership:
 
 def hoster_stage(config: Config) -> EnrichStage:
     live = LiveOwnership()
-    view = RegistryView(config, live.rebuild).start()
+    view = registry_view(config, live.rebuild).start()
     return EnrichStage("hoster", "indicators.geo", "indicators.enriched",
                        lambda record: enrich_owner(record, live.index), closers=[view.stop])
 

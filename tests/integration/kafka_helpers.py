@@ -22,9 +22,10 @@ def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
 
 
 def read_since(bootstrap: str, topic: str, since: dict[int, int] | None,
-               expect: int | None = None, timeout: float = 30.0, idle: float = 2.0
-               ) -> list[tuple[bytes | None, Any]]:
-    """Records appended to `topic` after `since` (end offsets taken earlier).
+               expect: int | None = None, timeout: float = 30.0, idle: float = 2.0,
+               raw: bool = False) -> list[tuple[bytes | None, Any]]:
+    """Records appended to `topic` after `since` (end offsets taken earlier), JSON-decoded
+    unless `raw`.
 
     Stops at `expect` records, or when nothing new arrived for `idle` seconds after the
     current end was reached, or at `timeout`.
@@ -41,7 +42,7 @@ def read_since(bootstrap: str, topic: str, since: dict[int, int] | None,
             batch = [m for m in batch if m.error() is None]
             if batch:
                 quiet_since = time.monotonic()
-            records += [(m.key(), json.loads(m.value()) if m.value() is not None else None)
+            records += [(m.key(), m.value() if raw or m.value() is None else json.loads(m.value()))
                         for m in batch]
             if expect is not None and len(records) >= expect:
                 break

@@ -1,0 +1,231 @@
+"""The match stage: enriched indicators -> one alert per recipient, deduplicated, exactly once.
+
+State: one `AlertState` per (recipient, indicator key), kept in memory per input partition and
+backed by the compacted changelog `match.state` (partition p of the changelog holds the state
+of input partition p). On assignment a partition's state is restored from the changelog
+before its records are processed.
+
+Each batch is one Kafka transaction: alerts to `alerts.<recipient>`, the ledger, the changelog
+and the consumer offsets commit together or not at all. A kill -9 at any point therefore
+neither loses an indicator nor sends an alert twice (consumers read committed data, which is
+librdkafka's default).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from matchers.dedup import AlertState, DedupPolicy, decide
+from matchers.formats import alert_record, render
+from matchers.index import MatchIndex
+from streams.config import Config
+from streams.kafka import consumer_settings, encode
+from streams.loop import next_offsets
+from streams.recipients import ensure_alert_topics, registry_view
+from streams.topics import admin
+from streams.views import CompactedView, at_eof, json_fold, replay_consumer
+from threatroute.deadletter import dead_letter
+from threatroute.errors import ConfigError
+from threatroute.registry import Recipient
+
+log = logging.getLogger(__name__)
+SOURCE, STATE, LEDGER, STATUS = "indicators.enriched", "match.state", "alerts.ledger", \
+    "alerts.status"
+INVALID = "indicators.invalid"
+GROUP = "threatroute-match"
+
+
+class Routing:
+    """The match index and each recipient's format, rebuilt atomically on registry change."""
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self.index = MatchIndex.build([], default_tlp=config.default_tlp)
+        self.formats: dict[str, str] = {}
+
+    def rebuild(self, recipients: Mapping[str, Recipient]) -> None:
+        # the recipients' topics exist before the index routes to them (import creates them;
+        # this covers recipients written to the topic some other way)
+        ensure_alert_topics(self._config, recipients.values())
+        formats = {rid: r.format for rid, r in recipients.items()}
+        index = MatchIndex.build(recipients.values(), default_tlp=self._config.default_tlp)
+        self.index, self.formats = index, formats  # readers see old or new, never a mix
+        log.info("match index rebuilt: %d recipients", len(recipients))
+
+
+def remediation_fold() -> Any:
+    """alerts.status -> {alert id: time it was reported remediated}."""
+    def remediated_at(value: dict[str, Any]) -> str | None:
+        return value["time"] if value.get("status") == "remediated" else None
+
+    inner = json_fold(remediated_at)
+
+    def fold(state: dict[str, Any], message: Message) -> bool:
+        changed = inner(state, message)
+        key = (message.key() or b"").decode(errors="replace")
+        if state.get(key, 0) is None:  # not (or no longer) remediated: nothing to remember
+            del state[key]
+        return changed
+
+    return fold
+
+
+class MatchStage:
+    name = "match"
+
+    def __init__(self, config: Config, instance: str = "0", batch_size: int = 2000,
+                 clock: Any = lambda: datetime.now(UTC)) -> None:
+        self.config, self.batch_size, self.clock = config, batch_size, clock
+        self.policy = DedupPolicy(timedelta(hours=config.dedup_window_hours),
+                                  timedelta(hours=config.renotify_hours))
+        self.routing = Routing(config)
+        self.states: dict[int, dict[str, AlertState]] = {}
+        self.counts: Counter[str] = Counter()
+        self._check_partitions()
+        self.registry = registry_view(config, self.routing.rebuild)
+        self.remediations: CompactedView[str] = CompactedView(config, STATUS, remediation_fold())
+        self.producer = Producer({**config.kafka_settings(),
+                                  "transactional.id": f"{GROUP}-{instance}",
+                                  "linger.ms": 5, "compression.type": "lz4"})
+        self.consumer = Consumer(consumer_settings(config, GROUP,
+                                                   **{"isolation.level": "read_committed"}))
+
+    def _check_partitions(self) -> None:
+        client = admin(self.config)
+        topics = client.list_topics(timeout=30).topics
+        source, state = (len(topics[t].partitions) if t in topics else 0 for t in (SOURCE, STATE))
+        if not source or source != state:
+            raise ConfigError(f"{STATE} must have as many partitions as {SOURCE} "
+                              f"({state} vs {source}); run `threatroute topics create`")
+
+    # -- partition state ----------------------------------------------------------------------
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self.states[tp.partition] = self._restore(tp.partition)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self.states.pop(tp.partition, None)
+
+    def _restore(self, partition: int) -> dict[str, AlertState]:
+        """Read changelog partition `partition` to its end (committed records only)."""
+        reader = replay_consumer(self.config)
+        state: dict[str, AlertState] = {}
+        try:
+            reader.assign([TopicPartition(STATE, partition, OFFSET_BEGINNING)])
+            while True:
+                message = reader.poll(30)
+                if message is None:
+                    raise TimeoutError(f"restoring {STATE}[{partition}] timed out")
+                if at_eof(message):
+                    break
+                if message.error():
+                    continue
+                key = message.key().decode()
+                if message.value() is None:
+                    state.pop(key, None)
+                else:
+                    state[key] = AlertState.from_json(json.loads(message.value()))
+        finally:
+            reader.close()
+        log.info("restored %d alert states of partition %d", len(state), partition)
+        return state
+
+    # -- the loop -----------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        self.registry.start()
+        self.remediations.start()
+        self.producer.init_transactions(30)
+        self.consumer.subscribe([SOURCE], on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                on_lost=self._on_revoke)
+        last_expiry = time.monotonic()
+        try:
+            while not stop.is_set():
+                messages = [m for m in self.consumer.consume(self.batch_size, timeout=0.5)
+                            if m.error() is None]
+                expire = time.monotonic() - last_expiry > 600
+                if not messages and not expire:
+                    continue
+                self.producer.begin_transaction()
+                for message in messages:
+                    self._route(message)
+                if expire:
+                    self._expire()
+                    last_expiry = time.monotonic()
+                if messages:
+                    self.producer.send_offsets_to_transaction(
+                        next_offsets(messages), self.consumer.consumer_group_metadata(), 30)
+                self.producer.commit_transaction(60)
+                self.counts["consumed"] += len(messages)
+        except KafkaException:
+            # abort what this batch wrote; the uncommitted input is re-read after a restart
+            try:
+                self.producer.abort_transaction(30)
+            except KafkaException:
+                log.exception("abort failed")
+            raise
+        finally:
+            self.consumer.close()
+            self.registry.stop()
+            self.remediations.stop()
+
+    def _route(self, message: Message) -> None:
+        raw = message.value() or b""
+        try:
+            record = json.loads(raw)
+            key = message.key().decode()
+            matches = self.routing.index.match(record)
+        except Exception as exc:  # bad input costs one record, never the stage
+            self.producer.produce(INVALID, encode(dead_letter(
+                raw, f"match failed: {type(exc).__name__}: {exc}"[:300], stage=self.name)))
+            self.counts["refused"] += 1
+            return
+        states = self.states.setdefault(message.partition(), {})
+        now = self.clock().replace(microsecond=0)
+        sent_at = now.isoformat()
+        for match in matches:
+            slot = f"{match.recipient_id}|{key}"
+            previous = states.get(slot)
+            remediated = self.remediations.get(previous.alert_id) if previous else None
+            action, state = decide(previous, match.recipient_id, key, now, self.policy, remediated)
+            states[slot] = state
+            self.producer.produce(STATE, encode(state.to_json()), slot,
+                                  partition=message.partition())
+            alert = alert_record(state, action, record, match.reasons, sent_at)
+            self.producer.produce(LEDGER, encode(alert), state.alert_id)
+            if action.notifies:
+                fmt = self.routing.formats.get(match.recipient_id, "json")
+                self.producer.produce(f"alerts.{match.recipient_id}", render(alert, fmt), key)
+            self.counts[action.value] += 1
+            self._poll()
+
+    def _expire(self) -> None:
+        """Tombstone states not seen for longer than the dedup window."""
+        cutoff = (self.clock() - self.policy.window).isoformat()
+        for partition, states in self.states.items():
+            for slot in [s for s, st in states.items() if st.last_seen < cutoff]:
+                del states[slot]
+                self.producer.produce(STATE, None, slot, partition=partition)
+
+    def _poll(self) -> None:
+        try:
+            self.producer.poll(0)
+        except BufferError:
+            self.producer.flush(10)
+

@@ -1,0 +1,98 @@
+"""`threatroute tail RECIPIENT` and `threatroute feedback`: the recipient's side of the loop."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any, TextIO
+
+from confluent_kafka import Consumer
+
+from streams.config import Config
+from streams.kafka import AckedProducer, encode
+from streams.views import at_eof
+from threatroute import fields
+from threatroute.errors import InvalidRecord
+
+FEEDBACK_TOPIC = "feedback"
+STATUSES = ("acknowledged", "in_progress", "remediated", "false_positive", "not_ours", "wont_fix")
+
+
+def alerts(config: Config, recipient: str, *, follow: bool, group: str | None,
+           stop: threading.Event) -> Iterator[bytes]:
+    """Values of `alerts.<recipient>`: from the group's position, or from the start."""
+    consumer = Consumer({**config.kafka_settings(),
+                         "group.id": group or f"tail-{uuid.uuid4()}",
+                         "enable.auto.commit": bool(group),
+                         "auto.offset.reset": "earliest", "enable.partition.eof": True})
+    topic = f"alerts.{recipient}"
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if partitions is None or partitions.error is not None:
+            raise InvalidRecord(f"no topic {topic}: is {recipient!r} in the registry?")
+        consumer.subscribe([topic])
+        behind: set[int] | None = None
+        while not stop.is_set():
+            message = consumer.poll(0.5)
+            if message is None:
+                continue
+            if at_eof(message):
+                if behind is None:
+                    behind = {tp.partition for tp in consumer.assignment()}
+                behind.discard(message.partition())
+                if not behind and not follow:
+                    return
+                continue
+            if message.error() is None and message.value() is not None:
+                yield message.value()
+    finally:
+        consumer.close()
+
+
+def readable(value: bytes) -> str:
+    """One line per alert; STIX and CSV alerts are shown as they are."""
+    try:
+        alert: dict[str, Any] = json.loads(value)
+        indicator = alert["indicator"]
+    except (ValueError, KeyError, TypeError):
+        return value.decode(errors="replace").rstrip("\n")
+    source = indicator.get("source", {})
+    locator = next((str(source[k]) for k in ("url", "fqdn", "ip", "network", "asn")
+                    if k in source), "?")
+    flag = " RECURRENCE" if alert.get("recurrence") else ""
+    return (f"{alert['last_seen']}  {alert['alert_id']}  {alert.get('notification', ''):10} "
+            f"{indicator['classification']['type']:20} {locator}  seen {alert['count']}x"
+            f"{flag}  ({'; '.join(alert['reasons'])})")
+
+
+def tail(config: Config, recipient: str, *, as_json: bool, follow: bool, group: str | None,
+         out: TextIO = sys.stdout) -> int:
+    stop = threading.Event()
+    count = 0
+    try:
+        for value in alerts(config, recipient, follow=follow, group=group, stop=stop):
+            out.write((value.decode() if as_json else readable(value)) + "\n")
+            out.flush()
+            count += 1
+    except KeyboardInterrupt:
+        stop.set()
+    return count
+
+
+def feedback_record(alert_id: str, recipient: str, status: str, note: str | None) -> dict:
+    if status not in STATUSES:
+        raise InvalidRecord(f"unknown status {status!r}; one of {', '.join(STATUSES)}")
+    record = {"alert_id": alert_id, "recipient": recipient, "status": status,
+              "time": fields.now()}
+    if note:
+        record["note"] = fields.string(note)
+    return record
+
+
+def send_feedback(config: Config, record: dict) -> None:
+    producer = AckedProducer(config)
+    producer.send(FEEDBACK_TOPIC, encode(record), record["alert_id"])
+    producer.flush()

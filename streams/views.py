@@ -1,0 +1,113 @@
+"""A live dict kept from a compacted topic by a background thread.
+
+Used for the recipient registry and for alert remediation status: small tables every worker
+needs whole, whatever partitions of its main input it owns.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, TypeVar
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+
+from streams.config import Config
+
+log = logging.getLogger(__name__)
+V = TypeVar("V")
+
+
+def replay_consumer(config: Config) -> Consumer:
+    """A consumer without group offsets: every reader replays the whole topic.
+
+    Partition-EOF events tell a reader it has caught up, even when compaction removed the
+    records just below the high watermark.
+    """
+    return Consumer({**config.kafka_settings(), "group.id": f"view-{uuid.uuid4()}",
+                     "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                     "enable.partition.eof": True})
+
+
+def at_eof(message: Message) -> bool:
+    error = message.error()
+    return error is not None and error.code() == KafkaError._PARTITION_EOF
+
+
+class CompactedView(Generic[V]):
+    """Follows `topic` from its beginning; `fold(state, message)` applies one record and says
+    whether it changed anything. `on_change(state)` runs once caught up, then after each batch
+    of changes, on the view's thread: callers build what they need and swap it in atomically.
+    """
+
+    def __init__(self, config: Config, topic: str,
+                 fold: Callable[[dict[str, V], Message], bool],
+                 on_change: Callable[[Mapping[str, V]], None] | None = None) -> None:
+        self._config, self.topic, self._fold = config, topic, fold
+        self._on_change = on_change or (lambda state: None)
+        self._stop = threading.Event()
+        self.ready = threading.Event()
+        self.failed: BaseException | None = None
+        self.state: dict[str, V] = {}
+        self._thread = threading.Thread(target=self._follow, name=f"view-{topic}", daemon=True)
+
+    def start(self, timeout: float = 30.0) -> CompactedView[V]:
+        self._thread.start()
+        if not self.ready.wait(timeout):
+            raise TimeoutError(f"view of {self.topic} did not catch up in {timeout}s"
+                               + (f": {self.failed}" if self.failed else ""))
+        return self
+
+    def get(self, key: str) -> V | None:
+        return self.state.get(key)
+
+    def _follow(self) -> None:
+        consumer = replay_consumer(self._config)
+        try:
+            partitions = consumer.list_topics(self.topic, timeout=30).topics[self.topic].partitions
+            consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in partitions])
+            behind = set(partitions)
+            while not self._stop.is_set():
+                changed = False
+                for message in consumer.consume(500, timeout=0.5):
+                    if at_eof(message):
+                        behind.discard(message.partition())
+                    elif message.error() is None:
+                        changed |= self._fold(self.state, message)
+                if not behind and (changed or not self.ready.is_set()):
+                    self._on_change(dict(self.state))
+                    self.ready.set()
+        except BaseException as exc:  # a dead view must be loud: workers would use stale data
+            self.failed = exc
+            log.exception("view of %s stopped", self.topic)
+            raise
+        finally:
+            consumer.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+def json_fold(decode: Callable[[Any], V]) -> Callable[[dict[str, V], Message], bool]:
+    """A fold for JSON values keyed by string; null values are tombstones."""
+    import json
+
+    def fold(state: dict[str, V], message: Message) -> bool:
+        key = (message.key() or b"").decode(errors="replace")
+        if message.value() is None:
+            return state.pop(key, None) is not None
+        try:
+            value = decode(json.loads(message.value()))
+        except Exception as exc:  # a bad value produced by hand: keep the last good state
+            log.error("%s: ignoring bad value for %r at offset %s: %s", message.topic(), key,
+                      message.offset(), exc)
+            return False
+        if state.get(key) == value:
+            return False
+        state[key] = value
+        return True
+
+    return fold
