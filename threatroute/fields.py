@@ -10,8 +10,10 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
 import idna
@@ -27,8 +29,8 @@ _TLP_ALIASES = {"WHITE": "CLEAR"}  # TLP 1.0 spelling, still what IntelMQ and MI
 
 # Defanging conventions seen in feeds: hxxp://, example[.]com, example(dot)com, 1.2.3[.]4,
 # http[:]//, [://]. Applied before parsing; never to free text.
-_REFANG = [
-    (re.compile(r"^hxxp(s?)", re.IGNORECASE), r"http\1"),
+_REFANG: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
+    (re.compile(r"^hxxp(s?)", re.IGNORECASE), lambda m: "http" + m[1].lower()),
     (re.compile(r"^fxp", re.IGNORECASE), "ftp"),
     (re.compile(r"\[\s*(?:\.|dot)\s*\]|\(\s*(?:\.|dot)\s*\)|\{\s*(?:\.|dot)\s*\}", re.IGNORECASE),
      "."),
@@ -145,7 +147,8 @@ def url(value: object) -> UrlParts:
         address = ip(host)
     except InvalidRecord:
         domain = fqdn(host)
-    # userinfo is dropped on purpose: credentials in a phishing URL are a victim's, not the indicator
+    # userinfo is dropped on purpose: credentials in a phishing URL are a victim's, not the
+    # indicator
     netloc = f"[{address}]" if address and ":" in address else (address or domain or "")
     if explicit_port is not None:
         netloc += f":{explicit_port}"
@@ -246,13 +249,14 @@ def tlp(value: object) -> str:
 def timestamp(value: object) -> str:
     """Any common time notation to ISO 8601 UTC (`2024-01-02T03:04:05+00:00`, IntelMQ's form).
 
-    Naive times are taken as UTC (what feeds mean by them); epoch numbers may be seconds or
-    milliseconds.
+    ISO 8601 (with `Z`, `UTC`, `+0000` or no zone), RFC 2822 and epoch numbers. Naive times
+    are taken as UTC (what feeds mean by them); epoch numbers may be seconds or milliseconds.
     """
     moment: datetime
     if isinstance(value, bool):
         raise InvalidRecord("expected a time, got a boolean")
-    if isinstance(value, int | float) or (isinstance(value, str) and re.fullmatch(r"\s*\d{9,13}(\.\d+)?\s*", value)):
+    epoch = isinstance(value, str) and re.fullmatch(r"\s*\d{9,13}(\.\d+)?\s*", value)
+    if isinstance(value, int | float | str) and (epoch or not isinstance(value, str)):
         seconds = float(value)
         if seconds > 1e11:  # milliseconds
             seconds /= 1000
@@ -267,12 +271,20 @@ def timestamp(value: object) -> str:
         try:
             moment = datetime.fromisoformat(normalised)
         except ValueError:
-            raise InvalidRecord(f"not a recognised time: {text[:64]!r}") from None
+            moment = _rfc2822(text)
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
     if not MIN_YEAR <= moment.year <= MAX_YEAR:
         raise InvalidRecord(f"time out of range {MIN_YEAR}-{MAX_YEAR}: {value!r}")
     return moment.astimezone(UTC).replace(microsecond=0).isoformat()
+
+
+def _rfc2822(text: str) -> datetime:
+    """`Mon, 14 Sep 2015 04:39:22 GMT`: HTTP headers and list banners (Spamhaus) use it."""
+    try:
+        return parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        raise InvalidRecord(f"not a recognised time: {text[:64]!r}") from None
 
 
 def now() -> str:

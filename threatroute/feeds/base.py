@@ -111,7 +111,7 @@ def decode(raw: bytes) -> str:
         raise InvalidRecord(f"not valid UTF-8 at byte {exc.start}") from None
 
 
-def text_lines(stream: IO[bytes], comments: tuple[str, ...] = ("#",)) -> Iterator[Unit]:
+def text_lines(stream: Iterable[bytes], comments: tuple[str, ...] = ("#",)) -> Iterator[Unit]:
     """Non-blank lines with their original bytes; lines starting with a comment prefix skipped.
 
     The value is None; formats decode in `events` so a bad encoding is one rejected line.
@@ -123,15 +123,29 @@ def text_lines(stream: IO[bytes], comments: tuple[str, ...] = ("#",)) -> Iterato
         yield Unit(raw.rstrip(b"\r\n"), number)
 
 
-def csv_rows(stream: IO[bytes], *, header: Sequence[str] | None = None,
-             comments: tuple[str, ...] = ("#",), delimiter: str = ",") -> Iterator[Unit]:
+def csv_rows(stream: Iterable[bytes], *, header: Sequence[str] | None = None,
+             comments: tuple[str, ...] = ("#",), delimiter: str = ",",
+             header_in_comment: bool = False, short_rows: bool = False) -> Iterator[Unit]:
     """CSV rows as dicts keyed by the header (the file's first row unless `header` is given).
+
+    `header_in_comment`: the header is the last comment line before the first data row (URLhaus
+    writes `# id,dateadded,url,...`). `short_rows`: a row with fewer cells than the header has
+    its trailing columns empty (Shadowserver appends columns to live reports).
 
     Each unit keeps its line's original bytes; a row that does not decode or has the wrong
     number of cells is yielded with an InvalidRecord as value for the runner to reject.
     """
     columns = list(header) if header else None
-    for unit in text_lines(stream, comments):
+    commented: bytes | None = None
+    lines = text_lines(stream, () if header_in_comment else comments)
+    for unit in lines:
+        stripped = unit.raw.strip()
+        if header_in_comment and any(stripped.startswith(c.encode()) for c in comments):
+            if columns is None:
+                commented = stripped.lstrip(b"".join(c.encode() for c in comments)).strip()
+            continue
+        if columns is None and commented is not None:
+            columns = _header_cells(commented, delimiter)
         try:
             cells = next(csv.reader([decode(unit.raw)], delimiter=delimiter))
         except InvalidRecord as exc:
@@ -143,20 +157,36 @@ def csv_rows(stream: IO[bytes], *, header: Sequence[str] | None = None,
         if columns is None:
             columns = [c.strip().lstrip("\ufeff") for c in cells]
             continue
+        if short_rows and len(cells) < len(columns):
+            cells += [""] * (len(columns) - len(cells))
         if len(cells) != len(columns):
             yield Unit(unit.raw, unit.number, InvalidRecord(
                 f"expected {len(columns)} CSV fields, got {len(cells)}"))
             continue
-        yield Unit(unit.raw, unit.number, dict(zip(columns, (c.strip() for c in cells), strict=True)))
+        row = dict(zip(columns, (c.strip() for c in cells), strict=True))
+        yield Unit(unit.raw, unit.number, row)
+
+
+def _header_cells(line: bytes, delimiter: str) -> list[str] | None:
+    try:
+        cells = next(csv.reader([line.decode("utf-8", "replace")], delimiter=delimiter))
+    except (csv.Error, StopIteration):
+        return None
+    return [c.strip().lstrip("\ufeff") for c in cells] or None
+
+
+def read_json(stream: IO[bytes]) -> tuple[Any, bytes]:
+    """Decode a whole-report JSON document and keep its bytes (for BrokenDocument on bad shape)."""
+    raw = stream.read()
+    try:
+        return json.loads(raw), raw
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise BrokenDocument(f"not a JSON document: {exc}"[:300], raw) from None
 
 
 def json_document(stream: IO[bytes]) -> Any:
     """Decode a whole-report JSON document; a broken one is one rejected unit."""
-    raw = stream.read()
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BrokenDocument(f"not a JSON document: {exc}", raw) from None
+    return read_json(stream)[0]
 
 
 def json_elements(items: Iterable[Any], start: int = 1) -> Iterator[Unit]:
@@ -170,6 +200,22 @@ def unit_value(unit: Unit) -> Any:
     if isinstance(unit.value, InvalidRecord):
         raise unit.value
     return unit.value
+
+
+def unit_object(unit: Unit) -> dict[str, Any]:
+    """The decoded value, which must be a JSON object (a CSV row is one too)."""
+    value = unit_value(unit)
+    if not isinstance(value, dict):
+        raise InvalidRecord(f"expected an object, got {type(value).__name__}")
+    return value
+
+
+def json_list(stream: IO[bytes], what: str) -> Iterator[Unit]:
+    """Units for a report that is one JSON list of entries (Feodo, PhishTank...)."""
+    document, raw = read_json(stream)
+    if not isinstance(document, list):
+        raise BrokenDocument(f"{what} must be a JSON list of entries", raw)
+    yield from json_elements(document)
 
 
 def map_fields(row: Mapping[str, Any], table: FieldMap) -> dict[str, Any]:
@@ -214,6 +260,13 @@ def parse_report(fmt: FeedFormat, stream: IO[bytes], context: Context | None = N
             yield from _run_unit(fmt, unit, context, merged)
     except BrokenDocument as exc:  # the report as a whole did not decode
         yield Rejected(exc.raw, exc.reason, 0)
+    except InvalidRecord as exc:  # a format that refused the report without keeping its bytes
+        yield Rejected(b"", exc.reason, 0, exc.field)
+
+
+# a unit shaped unlike anything the format expects (or nested past the recursion limit):
+# refuse it, never stop the run
+_UNEXPECTED = (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError)
 
 
 def _run_unit(fmt: FeedFormat, unit: Unit, context: Context, defaults: Mapping[str, Any]
@@ -226,14 +279,20 @@ def _run_unit(fmt: FeedFormat, unit: Unit, context: Context, defaults: Mapping[s
     except InvalidRecord as exc:
         yield Rejected(unit.raw, exc.reason, unit.number, exc.field)
         return
-    except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
-        # a unit shaped unlike anything the format expects: refuse it, never stop the run
-        yield Rejected(unit.raw, f"unexpected structure: {type(exc).__name__}: {exc}"[:300],
-                       unit.number)
+    except _UNEXPECTED as exc:
+        yield Rejected(unit.raw, _unexpected(exc), unit.number)
         return
     for event in events:
         try:
             record = normalise_indicator(event, defaults)
-            yield Accepted(record, indicator_key(record), unit.number)
+            key = indicator_key(record)
         except InvalidRecord as exc:
             yield Rejected(unit.raw, exc.reason, unit.number, exc.field)
+        except _UNEXPECTED as exc:
+            yield Rejected(unit.raw, _unexpected(exc), unit.number)
+        else:
+            yield Accepted(record, key, unit.number)
+
+
+def _unexpected(exc: BaseException) -> str:
+    return f"unexpected structure: {type(exc).__name__}: {exc}"[:300]
