@@ -20,7 +20,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from streams.config import PROJECT_ROOT, Config
 from threatroute.errors import ThreatrouteError
@@ -141,9 +142,22 @@ def running_pid(paths: BrokerPaths) -> int | None:
 
 
 def serves_metadata(bootstrap: str, timeout: float = 2.0) -> bool:
+    """True once the broker answers metadata and every partition it holds has a leader.
+
+    After a restart the broker serves metadata before it has loaded its partitions; clients
+    that come in between get NOT_LEADER errors, so "started" waits for the leaders too.
+    """
+    client = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0,
+                          "logger": _silent_logger()})
     try:
-        AdminClient({"bootstrap.servers": bootstrap, "log_level": 0,
-                     "logger": _silent_logger()}).list_topics(timeout=timeout)
+        metadata = client.list_topics(timeout=timeout)
+        partitions = [TopicPartition(t.topic, p) for t in metadata.topics.values()
+                      for p in t.partitions]
+        if partitions:  # answering ListOffsets means the partition's log is loaded and led
+            futures = client.list_offsets({tp: OffsetSpec.latest() for tp in partitions},
+                                          request_timeout=timeout)
+            for future in futures.values():
+                future.result()
     except Exception:  # any failure means "not serving yet"; the caller retries or reports
         return False
     return True
