@@ -12,11 +12,12 @@ number of candidates it finds: never a loop over recipients.
 Each candidate then passes its own filters, owner included (they are the recipient's stated
 wishes, e.g. a hoster that only wants phishing and C2 at confidence >= 50):
 - TLP: RED is routed to nobody; AMBER+STRICT to the owner only; and a recipient receives a
-  record only if its clearance is at least the record's TLP (CLEAR < GREEN < AMBER <
-  AMBER+STRICT < RED), the owner included: an owner cleared for AMBER does not get
-  AMBER+STRICT (otherwise an `amber+strict` clearance would mean nothing). The default
-  clearance is GREEN, so CLEAR and GREEN reach everyone who matches unless a recipient was
-  explicitly limited to CLEAR (e.g. one that republishes what it gets).
+  record only if its clearance is at least the record's TLP (CLEAR < GREEN < AMBER < RED),
+  the owner included. AMBER+STRICT needs AMBER clearance: it narrows who may be told (the
+  owner's organisation only), it is not more sensitive than AMBER for the one who is; an
+  `amber+strict` clearance is accepted and means the same as `amber`. The default clearance
+  is GREEN, so CLEAR and GREEN reach everyone who matches unless a recipient was explicitly
+  limited to CLEAR (e.g. one that republishes what it gets).
 - `classifications` (None = all) against `classification.type`.
 - `min_confidence` against `feed.accuracy`; a record without accuracy counts as 100, IntelMQ's
   default for a feed's accuracy.
@@ -38,6 +39,7 @@ from threatroute.registry import Recipient
 
 TLP_RANK = {level: rank for rank, level in enumerate(fields.TLP_LEVELS)}
 DEFAULT_ACCURACY = 100.0
+AMBER_RANK = TLP_RANK["AMBER"]  # what AMBER+STRICT needs too (see the module docstring)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +186,7 @@ class MatchIndex:
                 blocked = "TLP:RED is never routed"
             elif tlp == "AMBER+STRICT" and rid != owner_id:
                 blocked = "TLP:AMBER+STRICT goes to the owner only"
-            elif policy.clearance < rank:
+            elif policy.clearance < min(rank, AMBER_RANK):
                 blocked = f"TLP:{tlp} is above its clearance {policy.clearance_name}"
             elif policy.classifications is not None and ctype not in policy.classifications:
                 blocked = f"classification {ctype} is not in its classifications"

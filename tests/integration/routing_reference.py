@@ -69,7 +69,8 @@ def recipients(record: dict, registry: list[dict]) -> set[str]:
         r = by_id[rid]
         if tlp == "AMBER+STRICT" and rid != owner_id:
             continue
-        if RANK[r.get("tlp_clearance", "green").upper()] < RANK[tlp]:
+        # AMBER+STRICT narrows who may be told; the owner needs AMBER clearance for it
+        if RANK[r.get("tlp_clearance", "green").upper()] < min(RANK[tlp], RANK["AMBER"]):
             continue
         if r.get("classifications") and record["classification"]["type"] not in r["classifications"]:
             continue

@@ -38,7 +38,7 @@ def indicator(feed: str, ip: str = "192.0.2.10", **extra: object) -> dict:
 def stages(kafka_env, tmp_path):
     data = build_demo_data(tmp_path / "data")
     process = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "run", "all", "--ipasn", str(data.ipasn),
+        [sys.executable, "-m", "streams.cli", "run", "all", "--metrics-port", "0", "--ipasn", str(data.ipasn),
          "--asnames", str(data.asnames), "--geoip", str(data.mmdb)],
         cwd=ROOT, env={**kafka_env, "THREATROUTE_CONFIG": str(_fast_reload_config(tmp_path))},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -118,7 +118,7 @@ def pipeline(kafka_env, tmp_path):
     config = (ROOT / "deploy" / "threatroute.toml").read_text()
     (tmp_path / "threatroute.toml").write_text(config)
     process = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "run", "all",
+        [sys.executable, "-m", "streams.cli", "run", "all", "--metrics-port", "0",
          "--ipasn", str(SHARED / "asn" / "ipasn6_20151101.dat.gz"),
          "--asnames", str(SHARED / "asn" / "asnames.json.gz"),
          "--geoip", str(SHARED / "mmdb" / "GeoIP2-City-Test.mmdb")],

@@ -106,8 +106,24 @@ def test_tlp_red_goes_nowhere(index):
 def test_amber_strict_goes_to_the_owner_only(index):
     rec = record(tlp="AMBER+STRICT", ip="192.0.2.10", geolocation={"cc": "GB"})
     assert list(routed(index, rec)) == ["hoster"]
-    # an owner without that clearance gets nothing either
+    # an owner without AMBER clearance gets nothing either
     assert index.match(record(tlp="AMBER+STRICT", ip="192.0.2.200")) == []
+
+
+def test_amber_strict_needs_only_amber_clearance_for_the_owner():
+    registry = load_registry("""
+recipients:
+  - id: owner
+    name: Owner
+    owns: {prefixes: [192.0.2.0/24]}
+    tlp_clearance: amber
+  - id: cert
+    name: Cert
+    subscribe: {countries: [GB]}
+    tlp_clearance: amber+strict
+""")
+    rec = record(tlp="AMBER+STRICT", ip="192.0.2.10", geolocation={"cc": "GB"})
+    assert [m.recipient_id for m in MatchIndex.build(registry).match(rec)] == ["owner"]
 
 
 def test_amber_only_to_cleared(index):

@@ -1,0 +1,75 @@
+"""`threatroute explain` without Kafka: the demo data, the example registry, stdin lines."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from enrichers.asn import AsnDatabase
+from enrichers.databuild import build_demo_data
+from enrichers.geo import GeoDatabase
+from streams.explain import Explainer, explain_lines
+from threatroute.registry import load_registry
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def explainer(tmp_path_factory):
+    data = build_demo_data(tmp_path_factory.mktemp("data"))
+    registry = load_registry((ROOT / "deploy" / "recipients.example.yaml").read_text())
+    return Explainer(asn=AsnDatabase(data.ipasn, data.asnames), geo=GeoDatabase(data.mmdb),
+                     recipients=registry)
+
+
+def run(explainer, lines, as_json):
+    out = io.StringIO()
+    invalid = explain_lines(explainer, lines, out, as_json)
+    return invalid, out.getvalue()
+
+
+def test_json_gives_enriched_record_owner_and_every_recipient_with_reasons(explainer):
+    line = json.dumps({"classification": {"type": "c2-server"}, "source": {"ip": "192.0.2.15"},
+                       "tlp": "GREEN", "feed": {"accuracy": 90}})
+    invalid, out = run(explainer, [line], as_json=True)
+    result = json.loads(out)
+    assert invalid == 0
+    assert result["source"]["asn"] == 64500 and result["source"]["geolocation"]["cc"] == "GB"
+    assert result["extra"]["owner"] == {"id": "examplehost", "name": "Example Hosting Ltd",
+                                        "rule": "prefix 192.0.2.0/24"}
+    assert result["recipients"] == [
+        {"id": "examplehost", "reasons": ["owner (prefix 192.0.2.0/24)"]},
+        {"id": "cert-gb", "reasons": ["subscribed country GB"]},
+        {"id": "upstream-isp", "reasons": ["subscribed asn 64500"]},
+    ]
+
+
+def test_readable_output_names_blocked_recipients_and_why(explainer):
+    line = json.dumps({"classification": {"type": "c2-server"}, "source": {"ip": "192.0.2.15"},
+                       "tlp": "AMBER+STRICT"})
+    _, out = run(explainer, [line], as_json=False)
+    assert "owner     examplehost (Example Hosting Ltd) by prefix 192.0.2.0/24" in out
+    assert "reaches   examplehost: owner (prefix 192.0.2.0/24)" in out
+    assert "blocked   cert-gb" in out and "goes to the owner only" in out
+
+
+def test_invalid_lines_are_reported_and_counted_not_fatal(explainer):
+    lines = ["{broken", json.dumps({"classification": {"type": "phishing"},
+                                    "source": {"ip": "999.0.0.1"}}), ""]
+    invalid, out = run(explainer, lines, as_json=True)
+    results = [json.loads(x) for x in out.splitlines()]
+    assert invalid == 2
+    assert results[0]["line"] == 1 and "broken JSON" in results[0]["error"]
+    assert results[1]["line"] == 2 and results[1]["error"].startswith("source.ip:")
+
+
+def test_without_data_files_stages_are_skipped_and_routing_still_explained(explainer):
+    bare = Explainer(recipients=explainer.recipients)
+    line = json.dumps({"classification": {"type": "phishing"}, "tlp": "CLEAR",
+                       "source": {"url": "http://shop.examplehost.example/x"}})
+    _, out = run(bare, [line], as_json=False)
+    assert "asn       skipped" in out and "geo       skipped" in out
+    assert "by domain examplehost.example" in out
