@@ -16,7 +16,7 @@ from pathlib import Path
 from streams.config import Config, load_config
 from threatroute.errors import ConfigError, ThreatrouteError
 
-CHAIN = ("asn", "geo", "hoster", "match")
+CHAIN = ("asn", "geo", "hoster", "match", "feedback")
 
 Handler = Callable[[argparse.Namespace, Config], int]
 
@@ -25,7 +25,8 @@ def _config(args: argparse.Namespace) -> Config:
     return load_config(args.config, bootstrap=getattr(args, "bootstrap", None),
                        ipasn=getattr(args, "ipasn", None), asnames=getattr(args, "asnames", None),
                        geoip=getattr(args, "geoip", None),
-                       dns_nameserver=getattr(args, "nameserver", None))
+                       dns_nameserver=getattr(args, "nameserver", None),
+                       metrics_port=getattr(args, "metrics_port", None))
 
 
 def cmd_broker(args: argparse.Namespace, config: Config) -> int:
@@ -224,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run pipeline stages (asn, geo, hoster, match) or all of them")
     p.add_argument("stage", choices=[*CHAIN, "all"])
     p.add_argument("--batch-size", type=int, default=2000)
+    p.add_argument("--metrics-port", type=int,
+                   help="serve Prometheus metrics here (default [metrics] port; 0: off)")
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("recipients", parents=[common], help="the recipient registry")

@@ -9,10 +9,12 @@ from __future__ import annotations
 import os
 import tomllib
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from threatroute.errors import ConfigError
+from threatroute.outcomes import BaselineWindow
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = PROJECT_ROOT / "deploy" / "threatroute.toml"
@@ -73,6 +75,10 @@ class Config:
     dedup_window_hours: float = 168.0
     renotify_hours: float = 24.0
     default_tlp: str = "AMBER"
+    metrics_port: int = 9464
+    metrics_address: str = "127.0.0.1"
+    active_days: float = 7.0
+    baseline_start: str = ""
     sasl_username: str = ""
     sasl_password: Secret = Secret("")
 
@@ -94,6 +100,12 @@ class Config:
                 "sasl.password": self.sasl_password.value,
             })
         return settings
+
+    def baseline_window(self) -> BaselineWindow:
+        start = datetime.fromisoformat(self.baseline_start) if self.baseline_start else None
+        if start and start.tzinfo is None:
+            start = start.replace(tzinfo=UTC)
+        return BaselineWindow(active_days=self.active_days, baseline_start=start)
 
     def with_overrides(self, **changes: Any) -> Config:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -131,8 +143,8 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
         raise ConfigError(f"configuration file not found: {config_path}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{config_path}: {exc}") from None
-    kafka, broker, data, dns, match = (raw.get(k, {}) for k in
-                                       ("kafka", "broker", "data", "dns", "match"))
+    kafka, broker, data, dns, match, metrics = (
+        raw.get(k, {}) for k in ("kafka", "broker", "data", "dns", "match", "metrics"))
     # relative paths are relative to the working directory, where `make demo` runs
     base = Path.cwd()
     state_dir = Path(os.environ.get("THREATROUTE_STATE") or base / ".threatroute")
@@ -159,6 +171,10 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
         dedup_window_hours=float(match.get("dedup_window_hours", 168)),
         renotify_hours=float(match.get("renotify_hours", 24)),
         default_tlp=str(match.get("default_tlp", "AMBER")).upper(),
+        metrics_port=int(os.environ.get("THREATROUTE_METRICS_PORT") or metrics.get("port", 9464)),
+        metrics_address=str(metrics.get("address", "127.0.0.1")),
+        active_days=float(metrics.get("active_days", 7)),
+        baseline_start=str(metrics.get("baseline_start", "")),
         sasl_username=os.environ.get("THREATROUTE_SASL_USERNAME", ""),
         sasl_password=Secret(os.environ.get("THREATROUTE_SASL_PASSWORD", "")),
     )

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +30,13 @@ def encode(record: dict[str, Any]) -> bytes:
 
 def decode(value: bytes | None) -> Any:
     return json.loads(value) if value is not None else None
+
+
+def transactional_id(group: str, instance: str | None = None) -> str:
+    """One transactional id per worker process. Zombie fencing comes from the consumer group
+    generation (KIP-447: offsets are sent with the group metadata), so the id need not be tied
+    to partitions; `--instance` pins it for deployments that want a stable one."""
+    return f"{group}-{instance or f'{socket.gethostname()}-{os.getpid()}'}"
 
 
 def producer_settings(config: Config, **extra: Any) -> dict[str, Any]:
@@ -93,10 +102,10 @@ class AckedProducer:
 
 
 def make_consumer(config: Config, group: str, topics: list[str],
-                  on_assign: Callable[..., None] | None = None, **extra: Any) -> Consumer:
+                  on_revoke: Callable[..., None] | None = None, **extra: Any) -> Consumer:
     consumer = Consumer(consumer_settings(config, group, **extra))
-    if on_assign:
-        consumer.subscribe(topics, on_assign=on_assign)
+    if on_revoke:
+        consumer.subscribe(topics, on_revoke=on_revoke, on_lost=on_revoke)
     else:
         consumer.subscribe(topics)
     return consumer

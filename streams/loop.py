@@ -11,13 +11,14 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from streams.kafka import AckedProducer, encode
+from streams.metrics import StageMetrics
 from threatroute.deadletter import dead_letter
 
 log = logging.getLogger(__name__)
@@ -94,8 +95,7 @@ def next_offsets(messages: list[Message]) -> list[TopicPartition]:
 
 def run_stage(stage: Stage, consumer: Consumer, producer: AckedProducer,
               stop: threading.Event, stats: StageStats | None = None, batch_size: int = 2000,
-              poll_timeout: float = 0.5, on_batch: Callable[[StageStats], None] | None = None
-              ) -> StageStats:
+              poll_timeout: float = 0.5, metrics: StageMetrics | None = None) -> StageStats:
     """Run `stage` until `stop` is set; returns its stats. Never returns on bad input."""
     stats = stats or StageStats()
     try:
@@ -104,6 +104,9 @@ def run_stage(stage: Stage, consumer: Consumer, producer: AckedProducer,
             messages = [m for m in messages if not _is_error(m)]
             if not messages:
                 stats.last_progress = time.time()  # idle is not stalled
+                if metrics:
+                    metrics.idle()
+                    metrics.lag(consumer)
                 continue
             started = time.perf_counter()
             inputs, refused = decode_batch(messages)
@@ -118,19 +121,27 @@ def run_stage(stage: Stage, consumer: Consumer, producer: AckedProducer,
                     produced += 1
             producer.flush()  # raises DeliveryError: then nothing is committed, batch re-read
             _commit(consumer, next_offsets(messages))
+            refused_count = len(messages) - len(inputs) + sum(
+                isinstance(r, Refused) for r in results)
+            seconds = time.perf_counter() - started
             with stats.lock:
                 stats.consumed += len(messages)
                 stats.produced += produced
-                stats.refused += len(messages) - len(inputs) + sum(
-                    isinstance(r, Refused) for r in results)
+                stats.refused += refused_count
                 stats.batches += 1
-                stats.last_batch_seconds = time.perf_counter() - started
+                stats.last_batch_seconds = seconds
                 stats.last_progress = time.time()
-            if on_batch:
-                on_batch(stats)
+            if metrics:
+                metrics.batch(len(messages), produced, refused_count, seconds,
+                              _observation_times(inputs))
+                metrics.lag(consumer)
     finally:
         consumer.close()  # leaves the group at once so partitions move without a timeout
     return stats
+
+
+def _observation_times(inputs: list[Input]) -> list[str]:
+    return [t.get("observation") for i in inputs if isinstance(t := i.record.get("time"), dict)]
 
 
 def _is_error(message: Message) -> bool:

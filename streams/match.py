@@ -35,8 +35,9 @@ from matchers.dedup import AlertState, DedupPolicy, decide
 from matchers.formats import alert_record, render
 from matchers.index import MatchIndex
 from streams.config import Config
-from streams.kafka import consumer_settings, encode
+from streams.kafka import consumer_settings, encode, transactional_id
 from streams.loop import next_offsets
+from streams.metrics import StageMetrics
 from streams.recipients import ensure_alert_topics, registry_view
 from streams.topics import admin
 from streams.views import CompactedView, at_eof, json_fold, replay_consumer
@@ -49,6 +50,7 @@ SOURCE, STATE, LEDGER, STATUS = "indicators.enriched", "match.state", "alerts.le
     "alerts.status"
 INVALID = "indicators.invalid"
 GROUP = "threatroute-match"
+NOTIFYING = ("new", "renotify", "recurrence")  # actions that put an alert on a recipient topic
 
 
 class Routing:
@@ -89,9 +91,11 @@ def remediation_fold() -> Any:
 class MatchStage:
     name = "match"
 
-    def __init__(self, config: Config, instance: str = "0", batch_size: int = 2000,
+    def __init__(self, config: Config, metrics: StageMetrics | None = None,
+                 instance: str | None = None, batch_size: int = 2000,
                  clock: Any = lambda: datetime.now(UTC)) -> None:
         self.config, self.batch_size, self.clock = config, batch_size, clock
+        self.metrics = metrics
         self.policy = DedupPolicy(timedelta(hours=config.dedup_window_hours),
                                   timedelta(hours=config.renotify_hours))
         self.routing = Routing(config)
@@ -101,7 +105,7 @@ class MatchStage:
         self.registry = registry_view(config, self.routing.rebuild)
         self.remediations: CompactedView[str] = CompactedView(config, STATUS, remediation_fold())
         self.producer = Producer({**config.kafka_settings(),
-                                  "transactional.id": f"{GROUP}-{instance}",
+                                  "transactional.id": transactional_id(GROUP, instance),
                                   "linger.ms": 5, "compression.type": "lz4"})
         self.consumer = Consumer(consumer_settings(config, GROUP,
                                                    **{"isolation.level": "read_committed"}))
@@ -122,6 +126,8 @@ class MatchStage:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self.states.pop(tp.partition, None)
+        if self.metrics:
+            self.metrics.forget_partitions(partitions)
 
     def _restore(self, partition: int) -> dict[str, AlertState]:
         """Read changelog partition `partition` to its end (committed records only)."""
@@ -161,10 +167,13 @@ class MatchStage:
                             if m.error() is None]
                 expire = time.monotonic() - last_expiry > 600
                 if not messages and not expire:
+                    if self.metrics:
+                        self.metrics.idle()
+                        self.metrics.lag(self.consumer)
                     continue
+                started, before = time.perf_counter(), self.counts.copy()
                 self.producer.begin_transaction()
-                for message in messages:
-                    self._route(message)
+                observed = [self._route(message) for message in messages]
                 if expire:
                     self._expire()
                     last_expiry = time.monotonic()
@@ -173,6 +182,12 @@ class MatchStage:
                         next_offsets(messages), self.consumer.consumer_group_metadata(), 30)
                 self.producer.commit_transaction(60)
                 self.counts["consumed"] += len(messages)
+                if self.metrics:
+                    sent = sum(self.counts[a] - before[a] for a in NOTIFYING)
+                    self.metrics.batch(len(messages), sent,
+                                       self.counts["refused"] - before["refused"],
+                                       time.perf_counter() - started, [o for o in observed if o])
+                    self.metrics.lag(self.consumer)
         except KafkaException:
             # abort what this batch wrote; the uncommitted input is re-read after a restart
             try:
@@ -185,7 +200,8 @@ class MatchStage:
             self.registry.stop()
             self.remediations.stop()
 
-    def _route(self, message: Message) -> None:
+    def _route(self, message: Message) -> str | None:
+        """Route one record inside the open transaction; returns its time.observation."""
         raw = message.value() or b""
         try:
             record = json.loads(raw)
@@ -195,7 +211,7 @@ class MatchStage:
             self.producer.produce(INVALID, encode(dead_letter(
                 raw, f"match failed: {type(exc).__name__}: {exc}"[:300], stage=self.name)))
             self.counts["refused"] += 1
-            return
+            return None
         states = self.states.setdefault(message.partition(), {})
         now = self.clock().replace(microsecond=0)
         sent_at = now.isoformat()
@@ -214,6 +230,8 @@ class MatchStage:
                 self.producer.produce(f"alerts.{match.recipient_id}", render(alert, fmt), key)
             self.counts[action.value] += 1
             self._poll()
+        observed = record.get("time", {}).get("observation") if isinstance(record, dict) else None
+        return observed if isinstance(observed, str) else None
 
     def _expire(self) -> None:
         """Tombstone states not seen for longer than the dedup window."""

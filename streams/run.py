@@ -12,36 +12,49 @@ import threading
 from collections.abc import Sequence
 
 from streams.config import Config
+from streams.feedback import FeedbackStage
 from streams.kafka import AckedProducer, make_consumer
 from streams.loop import StageStats, run_stage
 from streams.match import MatchStage
+from streams.metrics import Metrics
 from streams.stages import STAGES, EnrichStage
 
 log = logging.getLogger(__name__)
-CHAIN = ("asn", "geo", "hoster", "match")
+CHAIN = ("asn", "geo", "hoster", "match", "feedback")
+Runnable = EnrichStage | MatchStage | FeedbackStage
 
 
 def group_id(stage: str) -> str:
     return f"threatroute-{stage}"
 
 
+def build(config: Config, name: str, metrics: Metrics, batch_size: int) -> Runnable:
+    if name == "match":
+        return MatchStage(config, metrics.stage(name), batch_size=batch_size)
+    if name == "feedback":
+        return FeedbackStage(config, metrics, window=config.baseline_window())
+    return STAGES[name](config)
+
+
 def run_stages(config: Config, names: Sequence[str], stop: threading.Event,
-               batch_size: int = 2000) -> dict[str, StageStats]:
+               batch_size: int = 2000, metrics: Metrics | None = None) -> dict[str, StageStats]:
     """Build and run the named stages until `stop` is set; returns their stats."""
-    stages: list[EnrichStage | MatchStage] = [
-        MatchStage(config, batch_size=batch_size) if name == "match" else STAGES[name](config)
-        for name in names]
+    metrics = metrics or Metrics()
+    stages = [build(config, name, metrics, batch_size) for name in names]
+    metrics.serve(config.metrics_port, config.metrics_address)
     stats = {stage.name: StageStats() for stage in stages}
     failures: list[BaseException] = []
 
-    def work(stage: EnrichStage | MatchStage) -> None:
+    def work(stage: Runnable) -> None:
         try:
-            if isinstance(stage, MatchStage):
+            if not isinstance(stage, EnrichStage):
                 stage.run(stop)
                 return
-            consumer = make_consumer(config, group_id(stage.name), [stage.source])
+            stage_metrics = metrics.stage(stage.name)
+            consumer = make_consumer(config, group_id(stage.name), [stage.source],
+                                     on_revoke=lambda c, ps: stage_metrics.forget_partitions(ps))
             run_stage(stage, consumer, AckedProducer(config), stop, stats[stage.name],
-                      batch_size=batch_size)
+                      batch_size=batch_size, metrics=stage_metrics)
         except BaseException as exc:  # one dead stage stops the process: a supervisor restarts it
             log.exception("stage %s stopped", stage.name)
             failures.append(exc)

@@ -1,0 +1,180 @@
+"""All Prometheus metrics, declared together against one explicit registry (docs/metrics.md).
+
+Stage metrics are counted as batches commit. Outcome metrics (alerts, statuses, times to
+acknowledge and remediate, reduction) are not counters at all: a collector computes them at
+scrape time from the ledger and status tables of the partitions the worker owns, so re-delivered
+records never count twice and workers' figures sum exactly after a rebalance.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
+
+from confluent_kafka import Consumer, TopicPartition
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from threatroute.outcomes import Snapshot
+
+log = logging.getLogger(__name__)
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
+class StageMetrics:
+    """The metrics of one stage, labels bound once (no per-record label lookups)."""
+
+    def __init__(self, metrics: Metrics, stage: str) -> None:
+        self.stage = stage
+        self._metrics = metrics
+        self.records_in = metrics.records_in.labels(stage)
+        self.records_out = metrics.records_out.labels(stage)
+        self.records_invalid = metrics.records_invalid.labels(stage)
+        self.batch_duration = metrics.batch_duration.labels(stage)
+        self.record_latency = metrics.record_latency.labels(stage)
+        self.last_progress = metrics.last_progress.labels(stage)
+        self.last_progress.set_to_current_time()
+
+    def batch(self, consumed: int, produced: int, invalid: int, seconds: float,
+              observed: Iterable[str]) -> None:
+        """One committed batch; `observed` are the records' time.observation stamps."""
+        self.records_in.inc(consumed)
+        self.records_out.inc(produced)
+        self.records_invalid.inc(invalid)
+        self.batch_duration.observe(seconds)
+        now = time.time()
+        for stamp in observed:
+            try:
+                ingested = datetime.fromisoformat(stamp).timestamp()
+                self.record_latency.observe(max(0.0, now - ingested))
+            except (TypeError, ValueError):
+                continue
+        self.last_progress.set(now)
+
+    def idle(self) -> None:
+        """Nothing to read is progress too: a caught-up stage is not stalled."""
+        self.last_progress.set_to_current_time()
+
+    def lag(self, consumer: Consumer) -> None:
+        """Export high watermark minus position for every assigned partition."""
+        try:
+            assignment = consumer.assignment()
+            positions = consumer.position(assignment)
+        except Exception:  # a rebalance in progress: next batch reports again
+            return
+        for tp in positions:
+            try:
+                _, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition),
+                                                         cached=True)
+            except Exception:
+                continue
+            if high >= 0 and tp.offset >= 0:
+                self._metrics.lag.labels(self.stage, tp.topic, str(tp.partition)).set(
+                    max(0, high - tp.offset))
+
+    def forget_partitions(self, partitions: Iterable[TopicPartition]) -> None:
+        """Drop lag series of partitions this worker no longer owns (no stale double series)."""
+        for tp in partitions:
+            with contextlib.suppress(KeyError):
+                self._metrics.lag.remove(self.stage, tp.topic, str(tp.partition))
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.records_in = Counter("threatroute_stage_records_in", "Records consumed",
+                                  ["stage"], registry=r)
+        self.records_out = Counter("threatroute_stage_records_out", "Records produced downstream",
+                                   ["stage"], registry=r)
+        self.records_invalid = Counter("threatroute_stage_records_invalid",
+                                       "Records dead-lettered", ["stage"], registry=r)
+        self.batch_duration = Histogram("threatroute_stage_batch_duration_seconds",
+                                        "Processing time of one batch", ["stage"],
+                                        buckets=LATENCY_BUCKETS, registry=r)
+        self.record_latency = Histogram("threatroute_stage_record_latency_seconds",
+                                        "Commit time minus the record's ingest time", ["stage"],
+                                        buckets=LATENCY_BUCKETS, registry=r)
+        self.last_progress = Gauge("threatroute_stage_last_progress_timestamp_seconds",
+                                   "Unix time the stage last made progress", ["stage"], registry=r)
+        self.lag = Gauge("threatroute_consumer_lag", "High watermark minus position",
+                         ["stage", "topic", "partition"], registry=r)
+        self.feedback_records = Counter("threatroute_feedback_records",
+                                        "Feedback records accepted or invalid", ["outcome"],
+                                        registry=r)
+        self._stages: dict[str, StageMetrics] = {}
+
+    def stage(self, name: str) -> StageMetrics:
+        if name not in self._stages:
+            self._stages[name] = StageMetrics(self, name)
+        return self._stages[name]
+
+    def add_outcomes(self, snapshot: Callable[[], Snapshot | None]) -> None:
+        self.registry.register(OutcomesCollector(snapshot))
+
+    def serve(self, port: int, address: str = "127.0.0.1") -> None:
+        if port:
+            start_http_server(port, addr=address, registry=self.registry)
+            log.info("metrics on http://%s:%d/metrics", address, port)
+
+
+class OutcomesCollector(Collector):
+    """Outcome gauges and histograms computed from the current tables at scrape time."""
+
+    def __init__(self, snapshot: Callable[[], Snapshot | None]) -> None:
+        self._snapshot = snapshot
+        self._lock = threading.Lock()
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            snap = self._snapshot()
+        if snap is None:
+            return
+        yield _gauge("threatroute_alerts_sent", "Distinct alerts in the ledger",
+                     ["recipient", "classification"], snap.sent)
+        yield _gauge("threatroute_alerts_open", "Alerts without feedback",
+                     ["recipient", "classification"], snap.open)
+        yield _gauge("threatroute_alerts_by_status", "Alerts by current status",
+                     ["recipient", "classification", "status"], snap.by_status)
+        for name, doc, data in (
+                ("threatroute_time_to_acknowledge_seconds", "Alert sent to first feedback",
+                 snap.time_to_acknowledge),
+                ("threatroute_time_to_remediate_seconds", "Alert sent to remediated",
+                 snap.time_to_remediate)):
+            family = HistogramMetricFamily(name, doc, labels=["recipient"])
+            for recipient, hist in sorted(data.items()):
+                buckets = [(_le(b), c) for b, c in zip(hist.buckets, hist.counts, strict=True)]
+                family.add_metric([recipient], [*buckets, ("+Inf", hist.count)], hist.sum)
+            yield family
+        yield _gauge("threatroute_remediation_ratio", "Remediated / sent", ["recipient"],
+                     {(k,): v for k, v in snap.remediation_ratio.items()})
+        yield _gauge("threatroute_feed_alerts", "Alerts per feed", ["feed"],
+                     {(k,): v for k, v in snap.feed_alerts.items()})
+        yield _gauge("threatroute_feed_false_positive_ratio",
+                     "False positives / alerts with feedback, per feed", ["feed"],
+                     {(k,): v for k, v in snap.feed_false_positive_ratio.items()})
+        yield _gauge("threatroute_not_ours", "not_ours feedback per ownership rule",
+                     ["recipient", "rule"], snap.not_ours)
+        yield _gauge("threatroute_active_indicators", "Distinct indicators active now",
+                     ["recipient"], {(k,): v for k, v in snap.active_now.items()})
+        yield _gauge("threatroute_active_indicators_baseline",
+                     "Distinct indicators active in the baseline window", ["recipient"],
+                     {(k,): v for k, v in snap.active_baseline.items()})
+        yield _gauge("threatroute_active_indicators_reduction_ratio", "1 - now / baseline",
+                     ["recipient"], {(k,): v for k, v in snap.reduction_ratio.items()})
+
+
+def _le(bound: float) -> str:
+    return repr(float(bound))
+
+
+def _gauge(name: str, doc: str, labels: list[str], values: dict) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, doc, labels=labels)
+    for key, value in sorted(values.items()):
+        family.add_metric(list(key if isinstance(key, tuple) else (key,)), value)
+    return family
