@@ -74,7 +74,7 @@ class Routing:
 def remediation_fold() -> Any:
     """alerts.status -> {alert id: time it was reported remediated}."""
     def remediated_at(value: dict[str, Any]) -> str | None:
-        return value["time"] if value.get("status") == "remediated" else None
+        return value.get("remediated_at") if value.get("status") == "remediated" else None
 
     inner = json_fold(remediated_at)
 

@@ -151,13 +151,14 @@ class OutcomesCollector(Collector):
                 buckets = [(_le(b), c) for b, c in zip(hist.buckets, hist.counts, strict=True)]
                 family.add_metric([recipient], [*buckets, ("+Inf", hist.count)], hist.sum)
             yield family
-        yield _gauge("threatroute_remediation_ratio", "Remediated / sent", ["recipient"],
-                     {(k,): v for k, v in snap.remediation_ratio.items()})
+        # ratios are not exported per worker (a worker sees only its partitions, and ratios
+        # don't sum): deploy/prometheus/rules.yml records them from the summed counts
         yield _gauge("threatroute_feed_alerts", "Alerts per feed", ["feed"],
                      {(k,): v for k, v in snap.feed_alerts.items()})
-        yield _gauge("threatroute_feed_false_positive_ratio",
-                     "False positives / alerts with feedback, per feed", ["feed"],
-                     {(k,): v for k, v in snap.feed_false_positive_ratio.items()})
+        yield _gauge("threatroute_feed_answered", "Alerts with any feedback, per feed", ["feed"],
+                     {(k,): v for k, v in snap.feed_answered.items()})
+        yield _gauge("threatroute_feed_false_positives", "false_positive feedback per feed",
+                     ["feed"], {(k,): v for k, v in snap.feed_false_positives.items()})
         yield _gauge("threatroute_not_ours", "not_ours feedback per ownership rule",
                      ["recipient", "rule"], snap.not_ours)
         yield _gauge("threatroute_active_indicators", "Distinct indicators active now",
@@ -165,8 +166,6 @@ class OutcomesCollector(Collector):
         yield _gauge("threatroute_active_indicators_baseline",
                      "Distinct indicators active in the baseline window", ["recipient"],
                      {(k,): v for k, v in snap.active_baseline.items()})
-        yield _gauge("threatroute_active_indicators_reduction_ratio", "1 - now / baseline",
-                     ["recipient"], {(k,): v for k, v in snap.reduction_ratio.items()})
 
 
 def _le(bound: float) -> str:

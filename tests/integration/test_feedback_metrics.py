@@ -188,6 +188,23 @@ def test_feedback_becomes_exact_metrics_and_every_panel_has_data(
                                         f'{{recipient=~".*-{run}"}})', ("instance",))
         assert len(per_worker) == 2 and sum(per_worker.values()) == len(alerts)
 
+        # the loop closes: an indicator seen again after it was reported remediated is sent
+        # again to that recipient as a new alert flagged as a recurrence
+        remediated = a[0]
+        since_topic = end_offsets(bootstrap, f"alerts.fa-{run}")
+        again = tmp_path / "again.jsonl"
+        again.write_text(json.dumps(remediated["indicator"]) + "\n")
+        deadline = time.monotonic() + 60
+        recurrences = []
+        while not recurrences and time.monotonic() < deadline:
+            threatroute("ingest", "jsonl", str(again), env=kafka_env)
+            recurrences = [v for _, v in read_since(bootstrap, f"alerts.fa-{run}", since_topic,
+                                                    idle=2.0) if v.get("recurrence")]
+        assert recurrences, "no recurrence alert after remediation"
+        assert recurrences[0]["indicator_key"] == remediated["indicator_key"]
+        assert recurrences[0]["alert_id"] != remediated["alert_id"]
+        assert recurrences[0]["notification"] == "recurrence"
+
         # every dashboard panel query and every alert-rule signal returns data
         time.sleep(15)  # rates and increases need a few scrapes
         empty = [(title, expr) for title, expr in dashboard_queries(DASHBOARDS)

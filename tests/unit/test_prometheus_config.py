@@ -162,7 +162,7 @@ def test_the_alerts_the_operators_asked_for_exist() -> None:
     assert "deriv(threatroute:consumer_lag" in joined                       # lag growing
     assert "threatroute_stage_records_invalid_total" in joined              # dead letters
     assert "threatroute:alerts_open" in joined                              # not acknowledging
-    assert "threatroute_feed_false_positive_ratio" in joined                # feed quality
+    assert "threatroute:feed_false_positive:ratio" in joined                # feed quality
 
 
 @pytest.mark.parametrize(("expr", "signal", "op", "threshold"), [
