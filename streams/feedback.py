@@ -67,7 +67,7 @@ class Tables:
         self.statuses: dict[int, dict[str, AlertStatus]] = {}
         self.lock = threading.Lock()
         self._reader: Consumer | None = None
-        self._eof_at = {}
+        self._eof_at: dict[tuple[str, int], int] = {}  # partition-EOF offsets seen per slot
 
     def assign(self, partitions: list[int]) -> None:
         with self.lock:
@@ -87,7 +87,7 @@ class Tables:
         # a fresh reader replays the owned partitions of both tables from their beginning
         if self._reader is not None:
             self._reader.close()
-        self._eof_at: dict[tuple[str, int], int] = {}
+        self._eof_at = {}
         self._reader = replay_consumer(self.config)
         self._reader.assign([TopicPartition(topic, p, OFFSET_BEGINNING)
                              for p in self.alerts for topic in (LEDGER, STATUS)])

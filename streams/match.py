@@ -43,6 +43,7 @@ from streams.topics import admin
 from streams.views import CompactedView, at_eof, json_fold, replay_consumer
 from threatroute.deadletter import dead_letter
 from threatroute.errors import ConfigError
+from threatroute.record import indicator_key
 from threatroute.registry import Recipient
 
 log = logging.getLogger(__name__)
@@ -205,7 +206,8 @@ class MatchStage:
         raw = message.value() or b""
         try:
             record = json.loads(raw)
-            key = message.key().decode()
+            # our stages always key by indicator key; a record produced by hand may lack one
+            key = message.key().decode() if message.key() else indicator_key(record)
             matches = self.routing.index.match(record)
         except Exception as exc:  # bad input costs one record, never the stage
             self.producer.produce(INVALID, encode(dead_letter(

@@ -217,6 +217,13 @@ def test_every_alert_lands_in_exactly_the_right_topics(kafka_env, bootstrap, tmp
     assert len(alerts) == len(expected[rid]) > 0
     assert [errors("alert", a) for a in alerts] == [[] for _ in alerts]
 
+    # and `threatroute tail` shows the recipient the same alerts
+    tailed = threatroute("tail", rid, "--json", env=kafka_env)
+    assert sorted(json.loads(line)["alert_id"] for line in tailed.stdout.splitlines()) == sorted(
+        a["alert_id"] for a in alerts)
+    readable = threatroute("tail", rid, env=kafka_env).stdout.decode()
+    assert len(readable.splitlines()) == len(alerts) and alerts[0]["alert_id"] in readable
+
 
 def _normalised(record: dict) -> dict:
     from threatroute.record import normalise_indicator
