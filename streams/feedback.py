@@ -23,17 +23,21 @@ from datetime import UTC, datetime
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
-    KafkaException,
     Message,
     Producer,
     TopicPartition,
 )
 
 from streams.config import Config
-from streams.kafka import consumer_settings, encode, transactional_id
-from streams.loop import next_offsets
+from streams.kafka import consumer_settings, encode
 from streams.metrics import Metrics
 from streams.topics import admin
+from streams.transactions import (
+    RESTORE_SECONDS,
+    batch_transaction,
+    poll_batch,
+    transactional_producer,
+)
 from streams.views import at_eof, replay_consumer
 from threatroute.deadletter import dead_letter
 from threatroute.errors import ConfigError, InvalidRecord
@@ -74,7 +78,8 @@ class Tables:
             for p in partitions:
                 self.alerts[p], self.statuses[p] = {}, {}
             self._reassign()
-        self.catch_up(deadline=time.monotonic() + 60)
+        # beyond the transaction timeout: a killed worker's open transaction holds the end back
+        self.catch_up(deadline=time.monotonic() + RESTORE_SECONDS)
 
     def revoke(self, partitions: list[int]) -> None:
         with self.lock:
@@ -162,9 +167,8 @@ class FeedbackStage:
         self.stage_metrics = metrics.stage(self.name)
         self._snapshot: tuple[float, Snapshot] | None = None
         metrics.add_outcomes(self.snapshot)
-        self.producer = Producer({**config.kafka_settings(),
-                                  "transactional.id": transactional_id(GROUP, instance),
-                                  "linger.ms": 5})
+        self.instance = instance
+        self.producer: Producer | None = None  # transactional; made when the stage runs
         self.consumer = Consumer(consumer_settings(config, GROUP,
                                                    **{"isolation.level": "read_committed"}))
 
@@ -186,14 +190,13 @@ class FeedbackStage:
         return snap
 
     def run(self, stop: threading.Event) -> None:
-        self.producer.init_transactions(30)
+        producer = self.producer = transactional_producer(self.config, GROUP, self.instance)
         self.consumer.subscribe(
             [SOURCE], on_assign=lambda c, ps: self.tables.assign([tp.partition for tp in ps]),
             on_revoke=self._revoke, on_lost=self._revoke)
         try:
             while not stop.is_set():
-                messages = [m for m in self.consumer.consume(self.batch_size, timeout=0.5)
-                            if m.error() is None]
+                messages = poll_batch(self.consumer, self.batch_size)
                 if not messages:
                     self.tables.catch_up(deadline=time.monotonic() + 0.5)  # keep metrics fresh
                     self.stage_metrics.idle()
@@ -203,24 +206,15 @@ class FeedbackStage:
                 # alerts reach recipients only after the ledger commit: catching up first
                 # means a fresh alert's feedback is never wrongly refused as unknown
                 self.tables.catch_up(deadline=time.monotonic() + 10)
-                self.producer.begin_transaction()
-                outcomes = [self._handle(m) for m in messages]
+                with batch_transaction(producer, self.consumer, messages):
+                    outcomes = [self._handle(m) for m in messages]
                 accepted, invalid = outcomes.count("accepted"), outcomes.count("invalid")
-                self.producer.send_offsets_to_transaction(
-                    next_offsets(messages), self.consumer.consumer_group_metadata(), 30)
-                self.producer.commit_transaction(60)
                 self._snapshot = None
                 self.metrics.feedback_records.labels("accepted").inc(accepted)
                 self.metrics.feedback_records.labels("invalid").inc(invalid)
                 self.stage_metrics.batch(len(messages), accepted, invalid,
                                          time.perf_counter() - started, ())
                 self.stage_metrics.lag(self.consumer)
-        except KafkaException:
-            try:
-                self.producer.abort_transaction(30)
-            except KafkaException:
-                log.exception("abort failed")
-            raise
         finally:
             self.consumer.close()
             self.tables.close()

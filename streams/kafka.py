@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -30,13 +28,6 @@ def encode(record: dict[str, Any]) -> bytes:
 
 def decode(value: bytes | None) -> Any:
     return json.loads(value) if value is not None else None
-
-
-def transactional_id(group: str, instance: str | None = None) -> str:
-    """One transactional id per worker process. Zombie fencing comes from the consumer group
-    generation (KIP-447: offsets are sent with the group metadata), so the id need not be tied
-    to partitions; `--instance` pins it for deployments that want a stable one."""
-    return f"{group}-{instance or f'{socket.gethostname()}-{os.getpid()}'}"
 
 
 def producer_settings(config: Config, **extra: Any) -> dict[str, Any]:
@@ -63,6 +54,8 @@ def consumer_settings(config: Config, group: str, **extra: Any) -> dict[str, Any
         "auto.offset.reset": "earliest",
         "partition.assignment.strategy": "cooperative-sticky",
         "fetch.wait.max.ms": 100,
+        # a killed worker's partitions move after this long (librdkafka's default is 45 s)
+        "session.timeout.ms": 15000,
         **extra,
     }
 

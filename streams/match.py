@@ -25,7 +25,6 @@ from typing import Any
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
-    KafkaException,
     Message,
     Producer,
     TopicPartition,
@@ -35,11 +34,16 @@ from matchers.dedup import AlertState, DedupPolicy, decide
 from matchers.formats import alert_record, render
 from matchers.index import MatchIndex
 from streams.config import Config
-from streams.kafka import consumer_settings, encode, transactional_id
-from streams.loop import next_offsets
+from streams.kafka import consumer_settings, encode
 from streams.metrics import StageMetrics
 from streams.recipients import ensure_alert_topics, registry_view
 from streams.topics import admin
+from streams.transactions import (
+    RESTORE_SECONDS,
+    batch_transaction,
+    poll_batch,
+    transactional_producer,
+)
 from streams.views import CompactedView, at_eof, json_fold, replay_consumer
 from threatroute.deadletter import dead_letter
 from threatroute.errors import ConfigError
@@ -105,9 +109,8 @@ class MatchStage:
         self._check_partitions()
         self.registry = registry_view(config, self.routing.rebuild)
         self.remediations: CompactedView[str] = CompactedView(config, STATUS, remediation_fold())
-        self.producer = Producer({**config.kafka_settings(),
-                                  "transactional.id": transactional_id(GROUP, instance),
-                                  "linger.ms": 5, "compression.type": "lz4"})
+        self.instance = instance
+        self.producer: Producer | None = None  # transactional; made when the stage runs
         self.consumer = Consumer(consumer_settings(config, GROUP,
                                                    **{"isolation.level": "read_committed"}))
 
@@ -136,10 +139,15 @@ class MatchStage:
         state: dict[str, AlertState] = {}
         try:
             reader.assign([TopicPartition(STATE, partition, OFFSET_BEGINNING)])
+            # a transaction left open by a killed worker holds the end back until the broker
+            # aborts it (TRANSACTION_TIMEOUT_MS), so allow well beyond that
+            deadline = time.monotonic() + RESTORE_SECONDS
             while True:
-                message = reader.poll(30)
+                message = reader.poll(1.0)
                 if message is None:
-                    raise TimeoutError(f"restoring {STATE}[{partition}] timed out")
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"restoring {STATE}[{partition}] timed out")
+                    continue
                 if at_eof(message):
                     break
                 if message.error():
@@ -158,14 +166,13 @@ class MatchStage:
     def run(self, stop: threading.Event) -> None:
         self.registry.start()
         self.remediations.start()
-        self.producer.init_transactions(30)
+        producer = self.producer = transactional_producer(self.config, GROUP, self.instance)
         self.consumer.subscribe([SOURCE], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_revoke)
         last_expiry = time.monotonic()
         try:
             while not stop.is_set():
-                messages = [m for m in self.consumer.consume(self.batch_size, timeout=0.5)
-                            if m.error() is None]
+                messages = poll_batch(self.consumer, self.batch_size)
                 expire = time.monotonic() - last_expiry > 600
                 if not messages and not expire:
                     if self.metrics:
@@ -173,15 +180,11 @@ class MatchStage:
                         self.metrics.lag(self.consumer)
                     continue
                 started, before = time.perf_counter(), self.counts.copy()
-                self.producer.begin_transaction()
-                observed = [self._route(message) for message in messages]
-                if expire:
-                    self._expire()
-                    last_expiry = time.monotonic()
-                if messages:
-                    self.producer.send_offsets_to_transaction(
-                        next_offsets(messages), self.consumer.consumer_group_metadata(), 30)
-                self.producer.commit_transaction(60)
+                with batch_transaction(producer, self.consumer, messages):
+                    observed = [self._route(message) for message in messages]
+                    if expire:
+                        self._expire()
+                        last_expiry = time.monotonic()
                 self.counts["consumed"] += len(messages)
                 if self.metrics:
                     sent = sum(self.counts[a] - before[a] for a in NOTIFYING)
@@ -189,13 +192,6 @@ class MatchStage:
                                        self.counts["refused"] - before["refused"],
                                        time.perf_counter() - started, [o for o in observed if o])
                     self.metrics.lag(self.consumer)
-        except KafkaException:
-            # abort what this batch wrote; the uncommitted input is re-read after a restart
-            try:
-                self.producer.abort_transaction(30)
-            except KafkaException:
-                log.exception("abort failed")
-            raise
         finally:
             self.consumer.close()
             self.registry.stop()

@@ -51,3 +51,29 @@ def read_since(bootstrap: str, topic: str, since: dict[int, int] | None,
         return records
     finally:
         consumer.close()
+
+
+STAGE_INPUTS = {"threatroute-asn": "indicators.raw", "threatroute-geo": "indicators.asn",
+                "threatroute-hoster": "indicators.geo", "threatroute-match": "indicators.enriched"}
+
+
+def wait_drained(bootstrap: str, timeout: float = 180.0) -> None:
+    """Wait until every stage has committed up to the end of its input: records earlier tests
+    left on the topics are through the pipeline before a test sets up its recipients."""
+    deadline = time.monotonic() + timeout
+    lag: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        for group, topic in STAGE_INPUTS.items():
+            ends = end_offsets(bootstrap, topic)
+            reader = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                               "log_level": 3})
+            try:
+                committed = reader.committed([TopicPartition(topic, p) for p in ends], timeout=10)
+            finally:
+                reader.close()
+            positions = {tp.partition: max(tp.offset, 0) for tp in committed}
+            lag[group] = sum(end - positions.get(p, 0) for p, end in ends.items())
+        if not any(lag.values()):
+            return
+        time.sleep(1)
+    raise AssertionError(f"pipeline did not drain in {timeout}s: {lag}")

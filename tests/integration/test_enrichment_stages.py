@@ -89,7 +89,14 @@ def test_chain_enriches_and_follows_registry_and_data_changes(kafka_env, bootstr
     run = uuid.uuid4().hex[:8]
     registry = tmp_path / "registry.yaml"
     registry.write_text(REGISTRY.format(owner=f"alpha-{run}", run=run))
-    threatroute("recipients", "import", str(registry), env=kafka_env)
+    imported = threatroute("recipients", "import", str(registry), env=kafka_env).stdout
+    assert f"created    alerts.alpha-{run}".encode() in imported
+    again = threatroute("recipients", "import", str(registry), env=kafka_env).stdout
+    assert again.strip() == b"registry unchanged"
+    listed = threatroute("recipients", "list", env=kafka_env).stdout.decode()
+    assert f"alpha-{run}" in listed and f"domainco-{run}" in listed
+    shown = json.loads(threatroute("recipients", "show", f"alpha-{run}", env=kafka_env).stdout)
+    assert shown["owns"]["prefixes"] == ["192.0.2.0/24"]
 
     feed = f"chain-{run}"
     since = end_offsets(bootstrap, "indicators.enriched")
@@ -117,7 +124,10 @@ def test_chain_enriches_and_follows_registry_and_data_changes(kafka_env, bootstr
 
     # a changed registry re-routes later indicators; nothing is restarted
     registry.write_text(REGISTRY.format(owner=f"beta-{run}", run=run))
-    threatroute("recipients", "import", str(registry), env=kafka_env)
+    changed = threatroute("recipients", "import", str(registry), env=kafka_env).stdout.decode()
+    assert f"written    beta-{run}" in changed and f"tombstoned alpha-{run}" in changed
+    assert threatroute("recipients", "show", f"alpha-{run}", env=kafka_env,
+                       check=False).returncode == 1
     moved = probe_until(kafka_env, bootstrap, tmp_path,
                         lambda r: r.get("extra", {}).get("owner", {}).get("id") == f"beta-{run}")
     assert moved["extra"]["owner"]["rule"] == "prefix 192.0.2.0/24"

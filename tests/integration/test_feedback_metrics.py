@@ -23,7 +23,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from enrichers.databuild import build_demo_data
 from streams.feedback import partition_for
 from tests.integration.conftest import ROOT, threatroute
-from tests.integration.kafka_helpers import end_offsets, read_since
+from tests.integration.kafka_helpers import end_offsets, read_since, wait_drained
 from tests.integration.prometheus_helpers import (
     dashboard_queries,
     rule_expressions,
@@ -101,6 +101,7 @@ def feedback(alert: dict, status: str, recipient: str | None = None) -> tuple[by
 def test_feedback_becomes_exact_metrics_and_every_panel_has_data(
         kafka_env, bootstrap, tmp_path, workers):
     data, ports, processes = workers
+    wait_drained(bootstrap)
     run = uuid.uuid4().hex[:6]
     recipients = registry(run)
     (tmp_path / "registry.yaml").write_text(yaml.safe_dump({"recipients": recipients}))
@@ -222,7 +223,9 @@ def wait_for_alerts(bootstrap, since, run, expected, timeout=90) -> list[dict]:
     deadline, latest = time.monotonic() + timeout, {}
     while time.monotonic() < deadline and len(latest) < expected:
         for _, value in read_since(bootstrap, "alerts.ledger", since, idle=1.0):
-            if value["recipient"].endswith(run):
+            # this run's recipients and feeds: earlier tests' records may still be in flight
+            feed = value["indicator"].get("feed", {}).get("name", "")
+            if value["recipient"].endswith(run) and feed.endswith(run):
                 latest[value["alert_id"]] = value
     return list(latest.values())
 
