@@ -22,7 +22,7 @@ demo: deps venv
 	bash deploy/demo.sh
 
 test: deps venv lint
-	$(BIN)/pytest -q tests
+	$(BIN)/pytest -q --durations=10 tests
 
 unit: venv
 	$(BIN)/pytest -q tests/unit
