@@ -22,8 +22,17 @@ step "ingest";            $tr ingest jsonl deploy/demo/indicators.jsonl
 step "run all stages for ${run_seconds}s"
 $tr run all & pid=$!
 sleep "$run_seconds"; kill -TERM "$pid"; wait "$pid" || true
-step "indicators.enriched (last 3, via kcat)"
+step "what examplehost received (threatroute tail examplehost)"
+$tr tail examplehost
+step "what cert-gb received"
+$tr tail cert-gb
+step "examplehost acknowledges its first alert (threatroute feedback)"
+first=$($tr tail examplehost --json 2>/dev/null | head -1 | python3 -c 'import json,sys; print(json.load(sys.stdin)["alert_id"])')
+$tr feedback "$first" acknowledged --recipient examplehost --note "ticket DEMO-1"
+step "the same topic as a plain Kafka client sees it (kcat)"
 if command -v kcat >/dev/null; then
-  kcat -C -b 127.0.0.1:9092 -t indicators.enriched -o -1 -e -q -f '%k %s\n' 2>/dev/null | tail -3 || true
+  kcat -C -b 127.0.0.1:9092 -t alerts.examplehost -e -q -f '%k %s\n' 2>/dev/null | head -2 || true
 fi
-printf '\nThe broker keeps running (data in .threatroute/broker); stop it with: %s broker stop\n' "$tr"
+printf '\nThe broker keeps running (data in .threatroute/broker). Run the pipeline again with\n'
+printf '  %s run all      (metrics on http://127.0.0.1:9464/metrics)\n' "$tr"
+printf 'and stop the broker with: %s broker stop\n' "$tr"

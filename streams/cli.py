@@ -76,7 +76,8 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
     stats = run_stages(config, names, stop, batch_size=args.batch_size)
     for name, stat in stats.items():
         if stat.batches:
-            print(f"{name}: consumed {stat.consumed}, produced {stat.produced}, "
+            what = "alerts sent" if name == "match" else "produced"
+            print(f"{name}: consumed {stat.consumed}, {what} {stat.produced}, "
                   f"refused {stat.refused}")
     return 0
 

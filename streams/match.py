@@ -124,8 +124,7 @@ class MatchStage:
 
     # -- partition state ----------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        for tp in partitions:
-            self.states[tp.partition] = self._restore(tp.partition)
+        self.states.update(self._restore([tp.partition for tp in partitions]))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
@@ -133,34 +132,34 @@ class MatchStage:
         if self.metrics:
             self.metrics.forget_partitions(partitions)
 
-    def _restore(self, partition: int) -> dict[str, AlertState]:
-        """Read changelog partition `partition` to its end (committed records only)."""
+    def _restore(self, partitions: list[int]) -> dict[int, dict[str, AlertState]]:
+        """Read the changelog partitions to their ends (committed records only), together."""
         reader = replay_consumer(self.config)
-        state: dict[str, AlertState] = {}
+        states: dict[int, dict[str, AlertState]] = {p: {} for p in partitions}
+        behind = set(partitions)
         try:
-            reader.assign([TopicPartition(STATE, partition, OFFSET_BEGINNING)])
+            reader.assign([TopicPartition(STATE, p, OFFSET_BEGINNING) for p in partitions])
             # a transaction left open by a killed worker holds the end back until the broker
             # aborts it (TRANSACTION_TIMEOUT_MS), so allow well beyond that
             deadline = time.monotonic() + RESTORE_SECONDS
-            while True:
-                message = reader.poll(1.0)
-                if message is None:
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"restoring {STATE}[{partition}] timed out")
-                    continue
-                if at_eof(message):
-                    break
-                if message.error():
-                    continue
-                key = message.key().decode()
-                if message.value() is None:
-                    state.pop(key, None)
-                else:
-                    state[key] = AlertState.from_json(json.loads(message.value()))
+            while behind:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"restoring {STATE} partitions {sorted(behind)} timed out")
+                for message in reader.consume(1000, timeout=0.2):
+                    if at_eof(message):
+                        behind.discard(message.partition())
+                    elif message.error() is None:
+                        state = states[message.partition()]
+                        key = message.key().decode()
+                        if message.value() is None:
+                            state.pop(key, None)
+                        else:
+                            state[key] = AlertState.from_json(json.loads(message.value()))
         finally:
             reader.close()
-        log.info("restored %d alert states of partition %d", len(state), partition)
-        return state
+        log.info("restored %d alert states of partitions %s",
+                 sum(map(len, states.values())), sorted(partitions))
+        return states
 
     # -- the loop -----------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:

@@ -15,7 +15,7 @@ from streams.config import Config
 from streams.feedback import FeedbackStage
 from streams.kafka import AckedProducer, make_consumer
 from streams.loop import StageStats, run_stage
-from streams.match import MatchStage
+from streams.match import NOTIFYING, MatchStage
 from streams.metrics import Metrics
 from streams.stages import STAGES, EnrichStage
 
@@ -73,6 +73,12 @@ def run_stages(config: Config, names: Sequence[str], stop: threading.Event,
                 stage.close()
     if failures:
         raise failures[0]
+    for stage in stages:
+        if isinstance(stage, MatchStage):
+            stats[stage.name].consumed = stage.counts["consumed"]
+            stats[stage.name].produced = sum(stage.counts[a] for a in NOTIFYING)
+            stats[stage.name].refused = stage.counts["refused"]
+            stats[stage.name].batches = 1 if stage.counts["consumed"] else 0
     return stats
 
 

@@ -28,7 +28,7 @@ def replay_consumer(config: Config) -> Consumer:
     """
     return Consumer({**config.kafka_settings(), "group.id": f"view-{uuid.uuid4()}",
                      "enable.auto.commit": False, "auto.offset.reset": "earliest",
-                     "enable.partition.eof": True})
+                     "enable.partition.eof": True, "fetch.wait.max.ms": 50})
 
 
 def at_eof(message: Message) -> bool:

@@ -1,0 +1,157 @@
+"""End-to-end throughput of the enrichment chain against a real broker, next to a bare
+consume-and-produce passthrough measured the same way in the same run.
+
+    .venv/bin/threatroute broker start          # or point --bootstrap at a cluster
+    .venv/bin/python benchmarks/bench_pipeline.py --count 100000
+
+Produces COUNT synthetic indicators to indicators.raw, then times (a) a passthrough stage that
+only decodes and re-encodes each record (the floor: Kafka plus JSON), and (b) the asn, geo and
+hoster stages running together in one process (`threatroute run asn geo hoster` as threads),
+each until its output topic holds COUNT new records. Prints records/s for both and the ratio.
+Not a test: figures depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from enrichers.databuild import build_demo_data
+from streams.config import load_config
+from streams.kafka import AckedProducer, make_consumer
+from streams.loop import Input, Output, Refused, run_stage
+from streams.run import run_stages
+from streams.topics import admin, ensure_topics
+from threatroute.record import indicator_key, normalise_indicator
+
+PREFIXES = ["192.0.2", "198.51.100", "203.0.113", "198.18.4", "100.64.9"]
+
+
+def indicators(count: int) -> Iterable[tuple[str, bytes]]:
+    rng = random.Random(7)
+    for i in range(count):
+        record = normalise_indicator({
+            "classification": {"type": rng.choice(["c2-server", "phishing", "scanner"])},
+            "source": {"ip": f"{rng.choice(PREFIXES)}.{rng.randrange(1, 255)}",
+                       "port": 1024 + i % 60000},
+            "feed": {"name": "bench", "accuracy": 90}, "tlp": "GREEN"})
+        yield indicator_key(record), json.dumps(record).encode()
+
+
+def ends(bootstrap: str, topic: str) -> int:
+    return sum(_watermarks(bootstrap, topic).values())
+
+
+def wait_for(bootstrap: str, topic: str, target: int, started: float) -> float:
+    while ends(bootstrap, topic) < target:
+        time.sleep(0.05)
+    return time.perf_counter() - started
+
+
+class Passthrough:
+    """Decode and re-encode: what every stage pays before doing any work of its own."""
+
+    name, source, dead_letter_topic = "passthrough", "indicators.raw", "indicators.invalid"
+
+    def __init__(self, sink: str) -> None:
+        self.sink = sink
+
+    def process(self, batch: list[Input]) -> Iterable[Output | Refused]:
+        return [Output(self.sink, item.key, item.record) for item in batch]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=100_000)
+    parser.add_argument("--bootstrap")
+    args = parser.parse_args()
+    data = build_demo_data(Path(tempfile.mkdtemp()) / "data")
+    config = load_config(bootstrap=args.bootstrap, ipasn=data.ipasn, asnames=data.asnames,
+                         geoip=data.mmdb, metrics_port=0)
+    ensure_topics(admin(config), config.topics)
+    scratch = f"bench.passthrough.{uuid.uuid4().hex[:8]}"
+    client = AdminClient({"bootstrap.servers": config.bootstrap})
+    raw = config.topic("indicators.raw")
+    client.create_topics([NewTopic(scratch, raw.partitions, raw.replication)])[scratch].result()
+
+    # the chain's groups start from where they are: drain what is already there first
+    stop = threading.Event()
+    names = ("asn", "geo", "hoster")
+    chain = threading.Thread(target=run_stages, args=(config, names, stop))
+    chain.start()
+    time.sleep(3)
+    base_enriched = ends(config.bootstrap, "indicators.enriched")
+    while True:
+        time.sleep(1)
+        now = ends(config.bootstrap, "indicators.enriched")
+        if now == base_enriched:
+            break
+        base_enriched = now
+    stop.set()
+    chain.join()
+
+    start_raw = _watermarks(config.bootstrap, "indicators.raw")
+    producer = Producer({"bootstrap.servers": config.bootstrap, "linger.ms": 20,
+                         "batch.num.messages": 10000, "compression.type": "lz4",
+                         "queue.buffering.max.messages": 1_000_000})
+    for key, value in indicators(args.count):
+        producer.produce("indicators.raw", value, key)
+        producer.poll(0)
+    producer.flush()
+
+    # (a) passthrough from the same start offsets, its own group
+    group = f"bench-passthrough-{uuid.uuid4().hex[:8]}"
+    consumer = make_consumer(config, group, [])
+    consumer.assign([TopicPartition("indicators.raw", p, o) for p, o in start_raw.items()])
+    stop = threading.Event()
+    started = time.perf_counter()
+    worker = threading.Thread(target=run_stage, args=(Passthrough(scratch), consumer,
+                                                      AckedProducer(config), stop))
+    worker.start()
+    passthrough = wait_for(config.bootstrap, scratch, args.count, started)
+    stop.set()
+    worker.join()
+
+    # (b) the chain in one process
+    stop = threading.Event()
+    started = time.perf_counter()
+    chain = threading.Thread(target=run_stages, args=(config, names, stop))
+    chain.start()
+    enriched = wait_for(config.bootstrap, "indicators.enriched", base_enriched + args.count,
+                        started)
+    stop.set()
+    chain.join()
+    client.delete_topics([scratch])
+
+    bare, full = args.count / passthrough, args.count / enriched
+    print(f"{args.count} indicators, broker {config.bootstrap}")
+    print(f"  passthrough (consume, decode, encode, produce, commit): {bare:9,.0f} records/s")
+    print(f"  asn + geo + hoster chain, one process (3 hops):        {full:9,.0f} records/s")
+    print(f"  ratio passthrough / chain: {bare / full:.2f} (the chain re-reads and re-writes "
+          f"every record 3 times)")
+    return 0
+
+
+def _watermarks(bootstrap: str, topic: str) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-probe"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                for p in partitions}
+    finally:
+        consumer.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
