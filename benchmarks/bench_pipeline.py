@@ -29,7 +29,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from enrichers.databuild import build_demo_data
 from streams.config import load_config
-from streams.kafka import AckedProducer, make_consumer
+from streams.kafka import AckedProducer, consumer_settings
 from streams.loop import Input, Output, Refused, run_stage
 from streams.run import run_stages
 from streams.topics import admin, ensure_topics
@@ -112,7 +112,7 @@ def main() -> int:
 
     # (a) passthrough from the same start offsets, its own group
     group = f"bench-passthrough-{uuid.uuid4().hex[:8]}"
-    consumer = make_consumer(config, group, [])
+    consumer = Consumer(consumer_settings(config, group))
     consumer.assign([TopicPartition("indicators.raw", p, o) for p, o in start_raw.items()])
     stop = threading.Event()
     started = time.perf_counter()
