@@ -188,9 +188,14 @@ def test_feedback_becomes_exact_metrics_and_every_panel_has_data(
         invalid_total = prometheus.query('sum(threatroute_feedback_records_total'
                                          '{outcome="invalid"})')
         assert float(invalid_total[0]["value"][1]) == len(invalid)
-        # both workers export a share of the outcomes (the partitions really are split)
-        per_worker = series(prometheus, f'sum by (instance) (threatroute_alerts_sent'
-                                        f'{{recipient=~".*-{run}"}})', ("instance",))
+        # both workers export a share of the outcomes (the partitions really are split), and
+        # their shares add up to the whole: nothing counted twice, nothing lost
+        per_worker: dict = {}
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(per_worker) < 2:
+            per_worker = series(prometheus, f'sum by (instance) (threatroute_alerts_sent'
+                                            f'{{recipient=~".*-{run}"}})', ("instance",))
+            time.sleep(1)
         assert len(per_worker) == 2 and sum(per_worker.values()) == len(alerts)
 
         # the loop closes: an indicator seen again after it was reported remediated is sent
