@@ -151,7 +151,7 @@ def serves_metadata(bootstrap: str, timeout: float = 2.0) -> bool:
                           "logger": _silent_logger()})
     try:
         metadata = client.list_topics(timeout=timeout)
-        partitions = [TopicPartition(t.topic, p) for t in metadata.topics.values()
+        partitions = [TopicPartition(name, p) for name, t in metadata.topics.items()
                       for p in t.partitions]
         if partitions:  # answering ListOffsets means the partition's log is loaded and led
             futures = client.list_offsets({tp: OffsetSpec.latest() for tp in partitions},

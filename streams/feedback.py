@@ -24,12 +24,11 @@ from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
     Message,
-    Producer,
     TopicPartition,
 )
 
 from streams.config import Config
-from streams.kafka import consumer_settings, encode
+from streams.kafka import consumer_settings, encode, slot, value_of
 from streams.metrics import Metrics
 from streams.topics import admin
 from streams.transactions import (
@@ -116,27 +115,27 @@ class Tables:
             if all(self._eof_at.get(slot, -1) >= high for slot, high in highs.items()):
                 return
             for message in reader.consume(1000, timeout=0.1):
-                slot = (message.topic(), message.partition())
                 if at_eof(message):
-                    self._eof_at[slot] = message.offset()
+                    self._eof_at[slot(message)] = message.offset() or 0
                 elif message.error() is None:
-                    self._eof_at[slot] = -1
+                    self._eof_at[slot(message)] = -1
                     self._apply(message)
         if required:
             log.warning("table catch-up hit its deadline; a transaction may still be open")
 
     def _apply(self, message: Message) -> None:
         key = (message.key() or b"").decode(errors="replace")
-        table = self.alerts if message.topic() == LEDGER else self.statuses
+        topic, partition = slot(message)
+        table = self.alerts if topic == LEDGER else self.statuses
         with self.lock:
-            rows = table.get(message.partition())
+            rows = table.get(partition)
             if rows is None:
                 return
             if message.value() is None:
                 rows.pop(key, None)
                 return
             try:
-                value = json.loads(message.value())
+                value = json.loads(value_of(message))
                 rows[key] = (alert_facts(value) if message.topic() == LEDGER  # type: ignore[assignment]
                              else AlertStatus.from_json(value))
             except (ValueError, InvalidRecord) as exc:
@@ -168,8 +167,7 @@ class FeedbackStage:
         self.stage_metrics = metrics.stage(self.name)
         self._snapshot: tuple[float, Snapshot] | None = None
         metrics.add_outcomes(self.snapshot)
-        self.instance = instance
-        self.producer: Producer | None = None  # transactional; made when the stage runs
+        self.producer = transactional_producer(config, GROUP, instance)
         self.consumer = Consumer(consumer_settings(config, GROUP,
                                                    **{"isolation.level": "read_committed"}))
 
@@ -191,7 +189,7 @@ class FeedbackStage:
         return snap
 
     def run(self, stop: threading.Event) -> None:
-        producer = self.producer = transactional_producer(self.config, GROUP, self.instance)
+        producer = self.producer
         self.consumer.subscribe(
             [SOURCE], on_assign=lambda c, ps: self.tables.assign([tp.partition for tp in ps]),
             on_revoke=self._revoke, on_lost=self._revoke)
@@ -227,8 +225,8 @@ class FeedbackStage:
 
     def _handle(self, message: Message) -> str:
         """Apply one feedback record inside the open transaction: accepted, invalid, forwarded."""
-        raw, key = message.value() or b"", message.key() or b""
-        partition = message.partition()
+        raw, key = value_of(message), message.key() or b""
+        _, partition = slot(message)
         if key and partition_for(key, self.partitions) != partition:
             self.producer.produce(SOURCE, raw, key, partition=partition_for(key, self.partitions))
             return "forwarded"  # judged when it comes round on its own partition

@@ -22,6 +22,20 @@ class DeliveryError(ThreatrouteError):
     """The broker did not acknowledge some records; nothing after them may be committed."""
 
 
+def slot(message: Message) -> tuple[str, int]:
+    """(topic, partition) of a consumed message. confluent-kafka types both Optional; they
+    are only None on error events, which callers filter out first."""
+    topic, partition = message.topic(), message.partition()
+    if topic is None or partition is None:
+        raise ValueError("an error event has no topic partition")
+    return topic, partition
+
+
+def value_of(message: Message) -> bytes:
+    """The value, with a tombstone (null) as b"" for callers that have checked for one."""
+    return message.value() or b""
+
+
 def encode(record: dict[str, Any]) -> bytes:
     return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -73,7 +87,7 @@ class AckedProducer:
             self.failed.append(f"{msg.topic()}: {err.str()}")
 
     def send(self, topic: str, value: bytes | None, key: str | bytes | None = None,
-             headers: list[tuple[str, bytes]] | None = None) -> None:
+             headers: list[tuple[str, str | bytes | None]] | None = None) -> None:
         while True:
             try:
                 self._producer.produce(topic, value, key, on_delivery=self._on_delivery,

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
-from streams.kafka import AckedProducer, encode
+from streams.kafka import AckedProducer, encode, slot
 from streams.metrics import StageMetrics
 from threatroute.deadletter import dead_letter
 
@@ -88,8 +88,8 @@ def decode_batch(messages: list[Message]) -> tuple[list[Input], list[Refused]]:
 def next_offsets(messages: list[Message]) -> list[TopicPartition]:
     highest: dict[tuple[str, int], int] = {}
     for message in messages:
-        slot = (message.topic(), message.partition())
-        highest[slot] = max(highest.get(slot, -1), message.offset())
+        where = slot(message)
+        highest[where] = max(highest.get(where, -1), message.offset() or 0)
     return [TopicPartition(t, p, o + 1) for (t, p), o in highest.items()]
 
 
@@ -141,7 +141,8 @@ def run_stage(stage: Stage, consumer: Consumer, producer: AckedProducer,
 
 
 def _observation_times(inputs: list[Input]) -> list[str]:
-    return [t.get("observation") for i in inputs if isinstance(t := i.record.get("time"), dict)]
+    times = (i.record.get("time") for i in inputs)
+    return [o for t in times if isinstance(t, dict) and isinstance(o := t.get("observation"), str)]
 
 
 def _is_error(message: Message) -> bool:

@@ -26,7 +26,6 @@ from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
     Message,
-    Producer,
     TopicPartition,
 )
 
@@ -34,7 +33,7 @@ from matchers.dedup import AlertState, DedupPolicy, decide
 from matchers.formats import alert_record, render
 from matchers.index import MatchIndex
 from streams.config import Config
-from streams.kafka import consumer_settings, encode
+from streams.kafka import consumer_settings, encode, slot
 from streams.metrics import StageMetrics
 from streams.recipients import ensure_alert_topics, registry_view
 from streams.topics import admin
@@ -109,8 +108,7 @@ class MatchStage:
         self._check_partitions()
         self.registry = registry_view(config, self.routing.rebuild)
         self.remediations: CompactedView[str] = CompactedView(config, STATUS, remediation_fold())
-        self.instance = instance
-        self.producer: Producer | None = None  # transactional; made when the stage runs
+        self.producer = transactional_producer(config, GROUP, instance)
         self.consumer = Consumer(consumer_settings(config, GROUP,
                                                    **{"isolation.level": "read_committed"}))
 
@@ -149,12 +147,13 @@ class MatchStage:
                     if at_eof(message):
                         behind.discard(message.partition())
                     elif message.error() is None:
-                        state = states[message.partition()]
-                        key = message.key().decode()
-                        if message.value() is None:
+                        state = states[slot(message)[1]]
+                        key = (message.key() or b"").decode()
+                        value = message.value()
+                        if value is None:
                             state.pop(key, None)
                         else:
-                            state[key] = AlertState.from_json(json.loads(message.value()))
+                            state[key] = AlertState.from_json(json.loads(value))
         finally:
             reader.close()
         log.info("restored %d alert states of partitions %s",
@@ -165,7 +164,7 @@ class MatchStage:
     def run(self, stop: threading.Event) -> None:
         self.registry.start()
         self.remediations.start()
-        producer = self.producer = transactional_producer(self.config, GROUP, self.instance)
+        producer = self.producer
         self.consumer.subscribe([SOURCE], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_revoke)
         last_expiry = time.monotonic()
@@ -202,24 +201,26 @@ class MatchStage:
         try:
             record = json.loads(raw)
             # our stages always key by indicator key; a record produced by hand may lack one
-            key = message.key().decode() if message.key() else indicator_key(record)
+            raw_key = message.key()
+            key = raw_key.decode() if raw_key else indicator_key(record)
             matches = self.routing.index.match(record)
         except Exception as exc:  # bad input costs one record, never the stage
             self.producer.produce(INVALID, encode(dead_letter(
                 raw, f"match failed: {type(exc).__name__}: {exc}"[:300], stage=self.name)))
             self.counts["refused"] += 1
             return None
-        states = self.states.setdefault(message.partition(), {})
+        _, partition = slot(message)
+        states = self.states.setdefault(partition, {})
         now = self.clock().replace(microsecond=0)
         sent_at = now.isoformat()
         for match in matches:
-            slot = f"{match.recipient_id}|{key}"
-            previous = states.get(slot)
+            state_key = f"{match.recipient_id}|{key}"
+            previous = states.get(state_key)
             remediated = self.remediations.get(previous.alert_id) if previous else None
             action, state = decide(previous, match.recipient_id, key, now, self.policy, remediated)
-            states[slot] = state
-            self.producer.produce(STATE, encode(state.to_json()), slot,
-                                  partition=message.partition())
+            states[state_key] = state
+            self.producer.produce(STATE, encode(state.to_json()), state_key,
+                                  partition=partition)
             alert = alert_record(state, action, record, match.reasons, sent_at)
             self.producer.produce(LEDGER, encode(alert), state.alert_id)
             if action.notifies:
@@ -234,9 +235,9 @@ class MatchStage:
         """Tombstone states not seen for longer than the dedup window."""
         cutoff = (self.clock() - self.policy.window).isoformat()
         for partition, states in self.states.items():
-            for slot in [s for s, st in states.items() if st.last_seen < cutoff]:
-                del states[slot]
-                self.producer.produce(STATE, None, slot, partition=partition)
+            for state_key in [s for s, st in states.items() if st.last_seen < cutoff]:
+                del states[state_key]
+                self.producer.produce(STATE, None, state_key, partition=partition)
 
     def _poll(self) -> None:
         try:

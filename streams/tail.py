@@ -46,8 +46,9 @@ def alerts(config: Config, recipient: str, *, follow: bool, group: str | None,
                 if not behind and not follow:
                     return
                 continue
-            if message.error() is None and message.value() is not None:
-                yield message.value()
+            value = message.value()
+            if message.error() is None and value is not None:
+                yield value
     finally:
         consumer.close()
 

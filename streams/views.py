@@ -15,6 +15,7 @@ from typing import Any, Generic, TypeVar
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
 from streams.config import Config
+from streams.kafka import value_of
 
 log = logging.getLogger(__name__)
 V = TypeVar("V")
@@ -100,7 +101,7 @@ def json_fold(decode: Callable[[Any], V]) -> Callable[[dict[str, V], Message], b
         if message.value() is None:
             return state.pop(key, None) is not None
         try:
-            value = decode(json.loads(message.value()))
+            value = decode(json.loads(value_of(message)))
         except Exception as exc:  # a bad value produced by hand: keep the last good state
             log.error("%s: ignoring bad value for %r at offset %s: %s", message.topic(), key,
                       message.offset(), exc)
