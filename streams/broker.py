@@ -147,8 +147,8 @@ def serves_metadata(bootstrap: str, timeout: float = 2.0) -> bool:
     After a restart the broker serves metadata before it has loaded its partitions; clients
     that come in between get NOT_LEADER errors, so "started" waits for the leaders too.
     """
-    client = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0,
-                          "logger": _silent_logger()})
+    # log_level 0: a broker still starting is expected to refuse us; say nothing about it
+    client = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
     try:
         metadata = client.list_topics(timeout=timeout)
         partitions = [TopicPartition(name, p) for name, t in metadata.topics.items()
@@ -161,15 +161,6 @@ def serves_metadata(bootstrap: str, timeout: float = 2.0) -> bool:
     except Exception:  # any failure means "not serving yet"; the caller retries or reports
         return False
     return True
-
-
-def _silent_logger():  # type: ignore[no-untyped-def]
-    import logging
-
-    logger = logging.getLogger("threatroute.broker.probe")
-    logger.addHandler(logging.NullHandler())
-    logger.propagate = False
-    return logger
 
 
 def start(config: Config, wait_seconds: float = 90.0) -> str:

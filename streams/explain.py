@@ -39,9 +39,9 @@ class Explainer:
     def steps(self) -> list[tuple[str, Callable[[Record], Record] | None]]:
         asn, geo, resolver = self.asn, self.geo, self.resolver
         return [
-            ("dns", (lambda r: enrich_dns([r], resolver)[0]) if resolver else None),  # type: ignore[misc,index]
-            ("asn", (lambda r: enrich_asn(r, asn)) if asn else None),  # type: ignore[arg-type,return-value]
-            ("geo", (lambda r: enrich_geo(r, geo)) if geo else None),  # type: ignore[arg-type,return-value]
+            ("dns", (lambda r: enrich_dns([r], resolver)[0]) if resolver else None),
+            ("asn", (lambda r: enrich_asn(r, asn)) if asn else None),
+            ("geo", (lambda r: enrich_geo(r, geo)) if geo else None),
             ("hoster", lambda r: enrich_owner(r, self.index.ownership)),
         ]
 

@@ -90,13 +90,13 @@ def asn_stage(config: Config) -> EnrichStage:
     database = Reloading(lambda: AsnDatabase(ipasn, config.asnames), files,
                          interval=config.reload_seconds, on_error=_report_reload_error)
     stage = EnrichStage("asn", "indicators.raw", "indicators.asn",
-                        lambda record: enrich_asn(record, database.get()),  # type: ignore[arg-type,return-value]
+                        lambda record: enrich_asn(record, database.get()),
                         closers=[database.close])
     server = nameserver(config.dns_nameserver)
     if server:
         resolver = Resolver(server[0], server[1], timeout=config.dns_timeout,
                             concurrency=config.dns_concurrency, cache_size=config.dns_cache_size)
-        stage.prepare = lambda records: enrich_dns(records, resolver)  # type: ignore[assignment,return-value]
+        stage.prepare = lambda records: enrich_dns(records, resolver)
         stage.closers.append(resolver.close)
     return stage
 
@@ -106,7 +106,7 @@ def geo_stage(config: Config) -> EnrichStage:
     database = Reloading(lambda: GeoDatabase(path), [path], interval=config.reload_seconds,
                          on_error=_report_reload_error)
     return EnrichStage("geo", "indicators.asn", "indicators.geo",
-                       lambda record: enrich_geo(record, database.get()),  # type: ignore[arg-type,return-value]
+                       lambda record: enrich_geo(record, database.get()),
                        closers=[database.close])
 
 

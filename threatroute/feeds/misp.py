@@ -36,7 +36,7 @@ def _address(value: str) -> dict[str, str]:
     return {"source.network" if "/" in value else "source.ip": value}
 
 
-def _pair(first: str, second: str):  # type: ignore[no-untyped-def]
+def _pair(first: str, second: str):
     def split(value: str) -> dict[str, str]:
         left, sep, right = value.rpartition("|")
         if not sep:

@@ -17,7 +17,7 @@ from threatroute.feeds.base import (
 )
 
 
-def _detail(key: str):  # type: ignore[no-untyped-def]
+def _detail(key: str):
     """A column of the first `details` entry (the host's address at detection time)."""
     def get(entry: Mapping[str, Any]) -> Any:
         details = entry.get("details") or [{}]
