@@ -10,15 +10,16 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+
+from confluent_kafka import KafkaException
 
 from streams.config import Config, load_config
 from threatroute.errors import ConfigError, ThreatrouteError
 
+# every stage, in pipeline order (`run all`); kept here so `--help` needs no Kafka import
 CHAIN = ("asn", "geo", "hoster", "match", "feedback")
-
-Handler = Callable[[argparse.Namespace, Config], int]
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -255,9 +256,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return args.handler(args, _config(args))
-    except ThreatrouteError as exc:
+        config = _config(args)
+    except (ThreatrouteError, OSError) as exc:
         print(f"threatroute: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return args.handler(args, config)
+    except (ThreatrouteError, OSError) as exc:  # a missing file is an operator error too
+        print(f"threatroute: {exc}", file=sys.stderr)
+        return 2
+    except KafkaException as exc:
+        error = exc.args[0] if exc.args else exc
+        hint = getattr(error, "str", lambda: str(error))()
+        print(f"threatroute: Kafka at {config.bootstrap}: {hint} (is the broker running? "
+              "`threatroute broker status`, or give --bootstrap)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

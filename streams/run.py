@@ -20,7 +20,6 @@ from streams.metrics import Metrics
 from streams.stages import STAGES, EnrichStage
 
 log = logging.getLogger(__name__)
-CHAIN = ("asn", "geo", "hoster", "match", "feedback")
 Runnable = EnrichStage | MatchStage | FeedbackStage
 
 
