@@ -12,7 +12,6 @@ never apply a status twice, and a duplicate report is rejected rather than doubl
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -28,7 +27,7 @@ from confluent_kafka import (
 )
 
 from streams.config import Config
-from streams.kafka import consumer_settings, encode, slot, value_of
+from streams.kafka import consumer_settings, decode, encode, slot, value_of
 from streams.metrics import Metrics
 from streams.topics import admin
 from streams.transactions import (
@@ -135,7 +134,7 @@ class Tables:
                 rows.pop(key, None)
                 return
             try:
-                value = json.loads(value_of(message))
+                value = decode(value_of(message))
                 rows[key] = (alert_facts(value) if message.topic() == LEDGER  # type: ignore[assignment]
                              else AlertStatus.from_json(value))
             except (ValueError, InvalidRecord) as exc:
@@ -232,7 +231,7 @@ class FeedbackStage:
             return "forwarded"  # judged when it comes round on its own partition
         try:
             try:
-                feedback = json.loads(raw)
+                feedback = decode(raw)
             except (ValueError, UnicodeDecodeError) as exc:
                 raise InvalidRecord(f"not JSON: {exc}") from None
             alert_id = feedback.get("alert_id") if isinstance(feedback, dict) else None

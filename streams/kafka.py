@@ -10,6 +10,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 from confluent_kafka import Consumer, KafkaError, Message, Producer
 
 from streams.config import Config
@@ -37,11 +38,17 @@ def value_of(message: Message) -> bytes:
 
 
 def encode(record: dict[str, Any]) -> bytes:
-    return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode()
+    """Compact UTF-8 JSON. orjson is 2-3x faster than json on the hot path; json stays the
+    fallback for what orjson refuses (an integer beyond 64 bits in a feed's `extra`)."""
+    try:
+        return orjson.dumps(record)
+    except TypeError:
+        return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def decode(value: bytes | None) -> Any:
-    return json.loads(value) if value is not None else None
+    """JSON from a message value (None for a tombstone); raises ValueError on bad input."""
+    return orjson.loads(value) if value is not None else None
 
 
 def producer_settings(config: Config, **extra: Any) -> dict[str, Any]:
@@ -81,10 +88,15 @@ class AckedProducer:
         self._producer = Producer(producer_settings(config, **extra))
         self.failed: list[str] = []
         self.sent = 0
+        self.acked: dict[tuple[str, int], int] = {}  # highest acknowledged offset per partition
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
             self.failed.append(f"{msg.topic()}: {err.str()}")
+            return
+        where, offset = slot(msg), msg.offset() or 0
+        if offset > self.acked.get(where, -1):
+            self.acked[where] = offset
 
     def send(self, topic: str, value: bytes | None, key: str | bytes | None = None,
              headers: list[tuple[str, str | bytes | None]] | None = None) -> None:
@@ -96,7 +108,8 @@ class AckedProducer:
             except BufferError:  # local queue full: let librdkafka drain, then retry
                 self._producer.poll(0.05)
         self.sent += 1
-        self._producer.poll(0)
+        if self.sent % 1000 == 0:  # serve delivery reports now and then; flush serves the rest
+            self._producer.poll(0)
 
     def flush(self, timeout: float = 60.0) -> None:
         """Wait for every acknowledgement; raise DeliveryError if any send failed."""

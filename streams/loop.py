@@ -7,17 +7,16 @@ outputs are keyed so downstream dedup (matching) absorbs the repeats.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
-from streams.kafka import AckedProducer, encode, slot
+from streams.kafka import AckedProducer, decode, encode, slot
 from streams.metrics import StageMetrics
 from threatroute.deadletter import dead_letter
 
@@ -56,6 +55,11 @@ class Stage(Protocol):
     def process(self, batch: list[Input]) -> Iterable[Output | Refused]: ...
 
 
+class ChainedStage(Stage, Protocol):
+    def committed(self, acked: Mapping[tuple[str, int], int]) -> None:
+        """Called after each committed batch with the producer's acknowledged offsets."""
+
+
 @dataclass
 class StageStats:
     """Running counts of one stage; the metrics module exports them."""
@@ -74,7 +78,7 @@ def decode_batch(messages: list[Message]) -> tuple[list[Input], list[Refused]]:
     for message in messages:
         raw = message.value() or b""
         try:
-            record = json.loads(raw)
+            record = decode(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             refused.append(Refused(raw, f"not JSON: {exc}"[:300]))
             continue
@@ -121,6 +125,8 @@ def run_stage(stage: Stage, consumer: Consumer, producer: AckedProducer,
                     produced += 1
             producer.flush()  # raises DeliveryError: then nothing is committed, batch re-read
             _commit(consumer, next_offsets(messages))
+            if hasattr(stage, "committed"):
+                stage.committed(producer.acked)
             refused_count = len(messages) - len(inputs) + sum(
                 isinstance(r, Refused) for r in results)
             seconds = time.perf_counter() - started

@@ -13,7 +13,6 @@ librdkafka's default).
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -33,7 +32,7 @@ from matchers.dedup import AlertState, DedupPolicy, decide
 from matchers.formats import alert_record, render
 from matchers.index import MatchIndex
 from streams.config import Config
-from streams.kafka import consumer_settings, encode, slot
+from streams.kafka import consumer_settings, decode, encode, slot
 from streams.metrics import StageMetrics
 from streams.recipients import ensure_alert_topics, registry_view
 from streams.topics import admin
@@ -153,7 +152,7 @@ class MatchStage:
                         if value is None:
                             state.pop(key, None)
                         else:
-                            state[key] = AlertState.from_json(json.loads(value))
+                            state[key] = AlertState.from_json(decode(value))
         finally:
             reader.close()
         log.info("restored %d alert states of partitions %s",
@@ -199,7 +198,7 @@ class MatchStage:
         """Route one record inside the open transaction; returns its time.observation."""
         raw = message.value() or b""
         try:
-            record = json.loads(raw)
+            record = decode(raw)
             # our stages always key by indicator key; a record produced by hand may lack one
             raw_key = message.key()
             key = raw_key.decode() if raw_key else indicator_key(record)

@@ -1,7 +1,9 @@
 """`threatroute run STAGE|all`: run stages as their own consumer groups until SIGTERM/SIGINT.
 
-`all` runs every stage in one process, one thread each, each still its own consumer group,
-so the same topics and offsets serve whether stages run together or apart.
+`all` runs every stage in one process. The enrichment stages are fused into one consumer
+(streams/chain.py) that still produces every intermediate topic and keeps each stage's group
+offsets, so the same topics and offsets serve whether stages run together or apart; match
+and feedback run beside it, one thread each.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import signal
 import threading
 from collections.abc import Sequence
 
+from streams.chain import FusedChain
 from streams.config import Config
 from streams.feedback import FeedbackStage
 from streams.kafka import AckedProducer, make_consumer
@@ -20,7 +23,8 @@ from streams.metrics import Metrics
 from streams.stages import STAGES, EnrichStage
 
 log = logging.getLogger(__name__)
-Runnable = EnrichStage | MatchStage | FeedbackStage
+Runnable = EnrichStage | FusedChain | MatchStage | FeedbackStage
+ENRICHMENT = ("asn", "geo", "hoster")
 
 
 def group_id(stage: str) -> str:
@@ -35,22 +39,38 @@ def build(config: Config, name: str, metrics: Metrics, batch_size: int) -> Runna
     return STAGES[name](config)
 
 
-def run_stages(config: Config, names: Sequence[str], stop: threading.Event,
-               batch_size: int = 2000, metrics: Metrics | None = None) -> dict[str, StageStats]:
-    """Build and run the named stages until `stop` is set; returns their stats."""
-    metrics = metrics or Metrics()
+def build_all(config: Config, names: Sequence[str], metrics: Metrics, batch_size: int,
+              fuse: bool) -> list[Runnable]:
     stages = [build(config, name, metrics, batch_size) for name in names]
+    chain = [s for s in stages if isinstance(s, EnrichStage)]
+    if not fuse or [s.name for s in chain] != list(ENRICHMENT):
+        return stages
+    fused = FusedChain(config, chain, {s.name: group_id(s.name) for s in chain})
+    return [fused, *(s for s in stages if not isinstance(s, EnrichStage))]
+
+
+def run_stages(config: Config, names: Sequence[str], stop: threading.Event,
+               batch_size: int = 2000, metrics: Metrics | None = None, fuse: bool = True
+               ) -> dict[str, StageStats]:
+    """Build and run the named stages until `stop` is set; returns their stats.
+
+    With `fuse`, asn, geo and hoster run as one consumer when all three are named.
+    """
+    metrics = metrics or Metrics()
+    stages = build_all(config, names, metrics, batch_size, fuse)
     metrics.serve(config.metrics_port, config.metrics_address)
     stats = {stage.name: StageStats() for stage in stages}
     failures: list[BaseException] = []
 
     def work(stage: Runnable) -> None:
         try:
-            if not isinstance(stage, EnrichStage):
+            if isinstance(stage, MatchStage | FeedbackStage):
                 stage.run(stop)
                 return
             stage_metrics = metrics.stage(stage.name)
-            consumer = make_consumer(config, group_id(stage.name), [stage.source],
+            # a fused chain consumes as its first stage: the groups continue across topologies
+            group = group_id(stage.stages[0].name if isinstance(stage, FusedChain) else stage.name)
+            consumer = make_consumer(config, group, [stage.source],
                                      on_revoke=lambda c, ps: stage_metrics.forget_partitions(ps))
             run_stage(stage, consumer, AckedProducer(config), stop, stats[stage.name],
                       batch_size=batch_size, metrics=stage_metrics)
@@ -68,7 +88,7 @@ def run_stages(config: Config, names: Sequence[str], stop: threading.Event,
                 thread.join(0.5)
     finally:
         for stage in stages:
-            if isinstance(stage, EnrichStage):
+            if isinstance(stage, EnrichStage | FusedChain):
                 stage.close()
     if failures:
         raise failures[0]

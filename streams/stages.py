@@ -51,12 +51,17 @@ class EnrichStage:
             try:
                 yield Output(sink, item.key, transform(record))
             except Exception as exc:  # a transform bug costs one record, never the stage
-                log.exception("%s: record refused", self.name)
-                yield Refused(item.raw, f"{self.name} failed: {type(exc).__name__}: {exc}"[:300])
+                yield refusal(self.name, item.raw, exc)
 
     def close(self) -> None:
         for close in self.closers:
             close()
+
+
+def refusal(stage: str, raw: bytes, exc: Exception) -> Refused:
+    """The dead letter for a record a stage's transform could not handle (logged: a bug)."""
+    log.exception("%s: record refused", stage)
+    return Refused(raw, f"{stage} failed: {type(exc).__name__}: {exc}"[:300])
 
 
 def _require(path: Path | None, what: str, flag: str) -> Path:

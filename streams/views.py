@@ -15,6 +15,7 @@ from typing import Any, Generic, TypeVar
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
 from streams.config import Config
+from streams.kafka import decode as decode_json
 from streams.kafka import value_of
 
 log = logging.getLogger(__name__)
@@ -92,16 +93,15 @@ class CompactedView(Generic[V]):
         self._thread.join(timeout=10)
 
 
-def json_fold(decode: Callable[[Any], V]) -> Callable[[dict[str, V], Message], bool]:
+def json_fold(convert: Callable[[Any], V]) -> Callable[[dict[str, V], Message], bool]:
     """A fold for JSON values keyed by string; null values are tombstones."""
-    import json
 
     def fold(state: dict[str, V], message: Message) -> bool:
         key = (message.key() or b"").decode(errors="replace")
         if message.value() is None:
             return state.pop(key, None) is not None
         try:
-            value = decode(json.loads(value_of(message)))
+            value = convert(decode_json(value_of(message)))
         except Exception as exc:  # a bad value produced by hand: keep the last good state
             log.error("%s: ignoring bad value for %r at offset %s: %s", message.topic(), key,
                       message.offset(), exc)
