@@ -57,13 +57,17 @@ STAGE_INPUTS = {"threatroute-asn": "indicators.raw", "threatroute-geo": "indicat
                 "threatroute-hoster": "indicators.geo", "threatroute-match": "indicators.enriched"}
 
 
-def wait_drained(bootstrap: str, timeout: float = 180.0) -> None:
-    """Wait until every stage has committed up to the end of its input: records earlier tests
-    left on the topics are through the pipeline before a test sets up its recipients."""
+def wait_drained(bootstrap: str, timeout: float = 180.0, groups: tuple[str, ...] | None = None
+                 ) -> None:
+    """Wait until the stages' groups (all by default) have committed up to the end of their
+    inputs: records earlier tests left on the topics are through the pipeline before a test
+    sets up its recipients."""
     deadline = time.monotonic() + timeout
     lag: dict[str, int] = {}
     while time.monotonic() < deadline:
         for group, topic in STAGE_INPUTS.items():
+            if groups is not None and group not in groups:
+                continue
             ends = end_offsets(bootstrap, topic)
             reader = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
                                "log_level": 3})

@@ -15,7 +15,7 @@ import pytest
 from enrichers.databuild import DEMO_NETWORKS, DemoNetwork, build_demo_data
 from streams.schemas import errors
 from tests.integration.conftest import ROOT, threatroute
-from tests.integration.kafka_helpers import end_offsets, read_since
+from tests.integration.kafka_helpers import end_offsets, read_since, wait_drained
 
 REGISTRY = """
 recipients:
@@ -100,6 +100,8 @@ def test_chain_enriches_and_follows_registry_and_data_changes(kafka_env, bootstr
 
     feed = f"chain-{run}"
     since = end_offsets(bootstrap, "indicators.enriched")
+    since_asn = end_offsets(bootstrap, "indicators.asn")
+    since_geo = end_offsets(bootstrap, "indicators.geo")
     ingest(kafka_env, tmp_path, [
         indicator(feed, "192.0.2.10", n=1),
         indicator(feed, "2001:db8:beef::10", n=2),
@@ -122,6 +124,15 @@ def test_chain_enriches_and_follows_registry_and_data_changes(kafka_env, bootstr
     assert records[3]["extra"]["owner"]["rule"] == f"domain domainco-{run}.example"
     assert [errors("enriched-indicator", r) for r in records.values()] == [[], [], []]
 
+    # each intermediate topic carries what its stage added, for its own subscribers
+    def first(topic: str, since: dict) -> dict:
+        return next(v for _, v in read_since(bootstrap, topic, since, idle=1.0)
+                    if v.get("feed", {}).get("name") == feed and v["extra"]["n"] == 1)
+
+    after_asn, after_geo = first("indicators.asn", since_asn), first("indicators.geo", since_geo)
+    assert after_asn["source"]["asn"] == 64500 and "geolocation" not in after_asn["source"]
+    assert after_geo["source"]["geolocation"]["cc"] == "GB" and "owner" not in after_geo["extra"]
+
     # a changed registry re-routes later indicators; nothing is restarted
     registry.write_text(REGISTRY.format(owner=f"beta-{run}", run=run))
     changed = threatroute("recipients", "import", str(registry), env=kafka_env).stdout.decode()
@@ -139,3 +150,31 @@ def test_chain_enriches_and_follows_registry_and_data_changes(kafka_env, bootstr
     reloaded = probe_until(kafka_env, bootstrap, tmp_path,
                            lambda r: r["source"].get("asn") == 64999)
     assert reloaded["source"]["as_name"] == "REPLACED Example, GB"
+
+
+def test_each_stage_runs_as_its_own_process_and_continues_where_the_fused_chain_stopped(
+        kafka_env, bootstrap, tmp_path):
+    """`run asn`, `run geo`, `run hoster` as three processes (three consumer groups). They
+    start from offsets the fused `run all` of earlier tests committed for them, so they
+    have no backlog to re-enrich: the first record out is the one sent now."""
+    data = build_demo_data(tmp_path / "data")
+    processes = [subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "run", stage, "--metrics-port", "0",
+         "--ipasn", str(data.ipasn), "--asnames", str(data.asnames), "--geoip", str(data.mmdb)],
+        cwd=ROOT, env=kafka_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for stage in ("asn", "geo", "hoster")]
+    try:
+        wait_drained(bootstrap, groups=("threatroute-asn", "threatroute-geo",
+                                        "threatroute-hoster"))
+        feed = f"separate-{uuid.uuid4().hex[:8]}"
+        since = end_offsets(bootstrap, "indicators.enriched")
+        ingest(kafka_env, tmp_path, [indicator(feed, "198.51.100.7", n=1)])
+        records = enriched_for(bootstrap, since, feed, 1)
+        assert [(r["source"]["asn"], r["source"]["geolocation"]["cc"]) for r in records] == [
+            (64501, "DE")]
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            _, err = process.communicate(timeout=60)
+            assert process.returncode == 0, err.decode()[-2000:]
