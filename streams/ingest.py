@@ -55,13 +55,6 @@ class CountingReader:
     def __iter__(self) -> Iterator[bytes]:
         return iter(self.readline, b"")
 
-    def peek(self, size: int = 1) -> bytes:
-        peek = getattr(self._stream, "peek", None)
-        return peek(size) if peek else b""
-
-    def seekable(self) -> bool:
-        return False
-
 
 class Progress:
     """A one-line progress bar on stderr, only when stderr is a terminal."""

@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
@@ -55,22 +55,15 @@ class Stage(Protocol):
     def process(self, batch: list[Input]) -> Iterable[Output | Refused]: ...
 
 
-class ChainedStage(Stage, Protocol):
-    def committed(self, acked: Mapping[tuple[str, int], int]) -> None:
-        """Called after each committed batch with the producer's acknowledged offsets."""
-
-
 @dataclass
 class StageStats:
-    """Running counts of one stage; the metrics module exports them."""
+    """What one run of a stage did, for the CLI's closing summary (Prometheus gets the live
+    figures from StageMetrics); read only after the stage's thread has ended."""
 
     consumed: int = 0
     produced: int = 0
     refused: int = 0
     batches: int = 0
-    last_batch_seconds: float = 0.0
-    last_progress: float = field(default_factory=time.time)
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
 def decode_batch(messages: list[Message]) -> tuple[list[Input], list[Refused]]:
@@ -107,36 +100,34 @@ def run_stage(stage: Stage, consumer: Consumer, producer: AckedProducer,
             messages = consumer.consume(num_messages=batch_size, timeout=poll_timeout)
             messages = [m for m in messages if not _is_error(m)]
             if not messages:
-                stats.last_progress = time.time()  # idle is not stalled
-                if metrics:
+                if metrics:  # idle is not stalled
+
                     metrics.idle()
                     metrics.lag(consumer)
                 continue
             started = time.perf_counter()
-            inputs, refused = decode_batch(messages)
-            results = list(stage.process(inputs)) if inputs else []
-            produced = 0
-            for result in [*refused, *results]:
+            inputs, undecodable = decode_batch(messages)
+            results = stage.process(inputs) if inputs else []
+            produced = refused_count = 0
+            for result in [*undecodable, *results]:
                 if isinstance(result, Refused):
                     letter = dead_letter(result.raw, result.reason, stage=stage.name)
                     producer.send(stage.dead_letter_topic, encode(letter))
+                    refused_count += 1
                 else:
                     producer.send(result.topic, encode(result.value), result.key)
                     produced += 1
             producer.flush()  # raises DeliveryError: then nothing is committed, batch re-read
             _commit(consumer, next_offsets(messages))
-            if hasattr(stage, "committed"):
-                stage.committed(producer.acked)
-            refused_count = len(messages) - len(inputs) + sum(
-                isinstance(r, Refused) for r in results)
+            # a fused chain moves its downstream stages' groups past what it produced for them
+            committed = getattr(stage, "committed", None)
+            if committed:
+                committed(producer.acked)
             seconds = time.perf_counter() - started
-            with stats.lock:
-                stats.consumed += len(messages)
-                stats.produced += produced
-                stats.refused += refused_count
-                stats.batches += 1
-                stats.last_batch_seconds = seconds
-                stats.last_progress = time.time()
+            stats.consumed += len(messages)
+            stats.produced += produced
+            stats.refused += refused_count
+            stats.batches += 1
             if metrics:
                 metrics.batch(len(messages), produced, refused_count, seconds,
                               _observation_times(inputs))
