@@ -32,7 +32,7 @@ integration: deps venv
 
 lint: venv
 	$(BIN)/ruff check threatroute streams enrichers matchers tests benchmarks
-	$(BIN)/mypy threatroute streams enrichers matchers
+	$(BIN)/mypy -p threatroute
 
 bench: venv
 	$(BIN)/python benchmarks/bench_enrichers.py

@@ -24,9 +24,9 @@ from typing import Any
 import maxminddb
 import pyasn
 
-from enrichers.asn import AsnDatabase, enrich_asn
-from enrichers.databuild import build_demo_data
-from enrichers.geo import GeoDatabase, enrich_geo
+from threatroute.enrichers.asn import AsnDatabase, enrich_asn
+from threatroute.enrichers.databuild import build_demo_data
+from threatroute.enrichers.geo import GeoDatabase, enrich_geo
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 MAX_RATIO = 2.0

@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
-from matchers.index import MatchIndex
+from threatroute.matchers.index import MatchIndex
 from threatroute.registry import Owns, Recipient, Subscribe
 
 V4_BASE = 1 << 24          # 1.0.0.0: hoster i has the /20 at V4_BASE + i * 4096

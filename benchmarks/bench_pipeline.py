@@ -27,13 +27,13 @@ from pathlib import Path
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from enrichers.databuild import build_demo_data
-from streams.config import load_config
-from streams.kafka import AckedProducer, consumer_settings
-from streams.loop import Input, Output, Refused, run_stage
-from streams.run import run_stages
-from streams.topics import admin, ensure_topics
+from threatroute.enrichers.databuild import build_demo_data
 from threatroute.record import indicator_key, normalise_indicator
+from threatroute.streams.config import load_config
+from threatroute.streams.kafka.admin import admin, ensure_topics
+from threatroute.streams.kafka.clients import AckedProducer, consumer_settings
+from threatroute.streams.runtime.loop import Input, Output, Refused, run_stage
+from threatroute.streams.runtime.supervisor import run_stages
 
 PREFIXES = ["192.0.2", "198.51.100", "203.0.113", "198.18.4", "100.64.9"]
 

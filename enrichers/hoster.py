@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from matchers.ownership import OwnershipIndex
+from threatroute.matchers.ownership import OwnershipIndex
 
 
 def enrich_owner(record: dict[str, Any], index: OwnershipIndex) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from matchers.dedup import Action, AlertState
+from threatroute.matchers.dedup import Action, AlertState
 
 # the columns of a CSV alert, in order (documented in docs/alerts.md)
 CSV_COLUMNS = ("alert_id", "recipient", "notification", "classification", "tlp", "url", "fqdn",

@@ -32,9 +32,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from matchers.ownership import OwnershipIndex, domain_suffixes, record_address
-from matchers.prefixes import PrefixMap
 from threatroute import fields
+from threatroute.matchers.ownership import OwnershipIndex, domain_suffixes, record_address
+from threatroute.matchers.prefixes import PrefixMap
 from threatroute.registry import Recipient
 
 TLP_RANK = {level: rank for rank, level in enumerate(fields.TLP_LEVELS)}

@@ -19,8 +19,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from matchers.prefixes import PrefixMap, parse_ip, parse_network
 from threatroute.errors import InvalidRecord
+from threatroute.matchers.prefixes import PrefixMap, parse_ip, parse_network
 from threatroute.registry import Recipient
 
 Address = tuple[int, int, int]  # (family 4|6, address or network int, max prefix length)

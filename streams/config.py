@@ -13,11 +13,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import threatroute
 from threatroute.errors import ConfigError
 from threatroute.outcomes import BaselineWindow
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = PROJECT_ROOT / "deploy" / "threatroute.toml"
+# deploy/ ships inside the package (threatroute/deploy): the default config, the JSON Schemas and
+# the broker pom are found the same way from a source checkout and from an installed wheel
+PACKAGE_DATA = Path(threatroute.__file__).parent / "deploy"
+DEFAULT_CONFIG = PACKAGE_DATA / "threatroute.toml"
 
 # Every pipeline topic (DESIGN's dataflow). alerts.<recipient> topics are made per recipient.
 PIPELINE_TOPICS = (

@@ -77,7 +77,7 @@ class AlertFacts:
 
 
 def alert_facts(alert: Mapping[str, Any]) -> AlertFacts:
-    """The facts of one `alerts.ledger` value (matchers.formats.alert_record).
+    """The facts of one `alerts.ledger` value (threatroute.matchers.formats.alert_record).
 
     Raises `InvalidRecord` when the record lacks what the figures need. Repeated strings
     (recipient, classification, feed, rule) are interned: the stage holds up to ~1M of these.
@@ -120,7 +120,7 @@ class AlertStatus:
     note: str | None = None  # the latest feedback's note
 
     def to_json(self) -> dict[str, Any]:
-        """The topic value. `time` repeats `updated_at` for streams.match.remediation_fold,
+        """The topic value. `time` repeats `updated_at` for the match stage's remediation_fold,
         which reads `time` of remediated statuses to detect recurrences."""
         return {"alert_id": self.alert_id, "recipient": self.recipient,
                 "indicator_key": self.indicator_key, "status": self.status,

@@ -29,7 +29,7 @@ def broker_env(state: Path, port: int = TEST_PORT) -> dict[str, str]:
 def threatroute(*args: str, env: dict[str, str] | None = None, input: bytes | None = None,
                 check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[bytes]:
     """Run the real CLI as an operator would."""
-    result = subprocess.run([sys.executable, "-m", "streams.cli", *args], cwd=ROOT, env=env,
+    result = subprocess.run([sys.executable, "-m", "threatroute.streams.commands.cli", *args], cwd=ROOT, env=env,
                             input=input, capture_output=True, timeout=timeout, check=False)
     if check and result.returncode != 0:
         raise AssertionError(f"threatroute {' '.join(args)} exited {result.returncode}:\n"

@@ -12,10 +12,10 @@ import uuid
 
 import pytest
 
-from enrichers.databuild import DEMO_NETWORKS, DemoNetwork, build_demo_data
-from streams.schemas import errors
 from tests.integration.conftest import ROOT, threatroute
 from tests.integration.kafka_helpers import end_offsets, read_since, wait_drained
+from threatroute.enrichers.databuild import DEMO_NETWORKS, DemoNetwork, build_demo_data
+from threatroute.streams.runtime.schemas import errors
 
 REGISTRY = """
 recipients:
@@ -38,7 +38,7 @@ def indicator(feed: str, ip: str = "192.0.2.10", **extra: object) -> dict:
 def stages(kafka_env, tmp_path):
     data = build_demo_data(tmp_path / "data")
     process = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "run", "all", "--metrics-port", "0", "--ipasn", str(data.ipasn),
+        [sys.executable, "-m", "threatroute.streams.commands.cli", "run", "all", "--metrics-port", "0", "--ipasn", str(data.ipasn),
          "--asnames", str(data.asnames), "--geoip", str(data.mmdb)],
         cwd=ROOT, env={**kafka_env, "THREATROUTE_CONFIG": str(_fast_reload_config(tmp_path))},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -159,7 +159,7 @@ def test_each_stage_runs_as_its_own_process_and_continues_where_the_fused_chain_
     have no backlog to re-enrich: the first record out is the one sent now."""
     data = build_demo_data(tmp_path / "data")
     processes = [subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "run", stage, "--metrics-port", "0",
+        [sys.executable, "-m", "threatroute.streams.commands.cli", "run", stage, "--metrics-port", "0",
          "--ipasn", str(data.ipasn), "--asnames", str(data.asnames), "--geoip", str(data.mmdb)],
         cwd=ROOT, env=kafka_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         for stage in ("asn", "geo", "hoster")]

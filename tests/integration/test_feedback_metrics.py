@@ -20,8 +20,6 @@ import yaml
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from enrichers.databuild import build_demo_data
-from streams.feedback import partition_for
 from tests.integration.conftest import ROOT, threatroute
 from tests.integration.kafka_helpers import end_offsets, read_since, wait_drained
 from tests.integration.prometheus_helpers import (
@@ -29,6 +27,8 @@ from tests.integration.prometheus_helpers import (
     rule_expressions,
     start_prometheus,
 )
+from threatroute.enrichers.databuild import build_demo_data
+from threatroute.streams.stages.feedback import partition_for
 
 PROMETHEUS = ROOT / "deploy" / "prometheus"
 DASHBOARDS = ROOT / "deploy" / "grafana" / "dashboards"
@@ -42,7 +42,7 @@ def free_port() -> int:
 
 def start_worker(kafka_env, data, stage: str, port: int) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "run", stage, "--metrics-port", str(port),
+        [sys.executable, "-m", "threatroute.streams.commands.cli", "run", stage, "--metrics-port", str(port),
          "--ipasn", str(data.ipasn), "--asnames", str(data.asnames), "--geoip", str(data.mmdb)],
         cwd=ROOT, env=kafka_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from streams.schemas import errors
 from tests.integration.conftest import threatroute
 from tests.integration.kafka_helpers import end_offsets, read_since
+from threatroute.streams.runtime.schemas import errors
 
 SHARED = Path(os.environ.get("THREATROUTE_SHARED_DATA",
                              Path(__file__).resolve().parents[3] / "shared" / "data"))

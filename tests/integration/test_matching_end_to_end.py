@@ -20,12 +20,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from matchers.formats import CSV_COLUMNS
-from streams.schemas import errors
 from tests.integration import routing_reference
 from tests.integration.conftest import ROOT, threatroute
 from tests.integration.kafka_helpers import end_offsets, read_since, wait_drained
+from threatroute.matchers.formats import CSV_COLUMNS
 from threatroute.record import indicator_key
+from threatroute.streams.runtime.schemas import errors
 
 SHARED = Path(os.environ.get("THREATROUTE_SHARED_DATA",
                              Path(__file__).resolve().parents[3] / "shared" / "data"))
@@ -123,7 +123,7 @@ class Pipeline:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "run", "all", "--metrics-port", "0",
+            [sys.executable, "-m", "threatroute.streams.commands.cli", "run", "all", "--metrics-port", "0",
              "--ipasn", str(SHARED / "asn" / "ipasn6_20151101.dat.gz"),
              "--asnames", str(SHARED / "asn" / "asnames.json.gz"),
              "--geoip", str(SHARED / "mmdb" / "GeoIP2-City-Test.mmdb")],

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from enrichers.asn import AsnDatabase
-from enrichers.databuild import build_demo_data
-from enrichers.geo import GeoDatabase
-from streams.explain import Explainer, explain_lines
+from threatroute.enrichers.asn import AsnDatabase
+from threatroute.enrichers.databuild import build_demo_data
+from threatroute.enrichers.geo import GeoDatabase
 from threatroute.registry import load_registry
+from threatroute.streams.commands.explain import Explainer, explain_lines
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import io
 import json
 
-from streams.ingest import IngestOptions, Progress, ingest, summary
 from threatroute.feeds.base import Tally
+from threatroute.streams.commands.ingest import IngestOptions, Progress, ingest, summary
 
 
 class Terminal(io.StringIO):

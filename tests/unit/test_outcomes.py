@@ -3,9 +3,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from matchers.dedup import Action, AlertState
-from matchers.formats import alert_record
 from threatroute.errors import InvalidRecord
+from threatroute.matchers.dedup import Action, AlertState
+from threatroute.matchers.formats import alert_record
 from threatroute.outcomes import (
     CLOSED,
     DURATION_BUCKETS,
@@ -229,7 +229,7 @@ def test_status_round_trips_through_json_and_tolerates_unknown_fields():
 
 
 def test_status_carries_time_for_the_match_stage_recurrence_check():
-    # streams.match.remediation_fold reads value["time"] of remediated statuses
+    # threatroute.streams.stages.match.remediation_fold reads value["time"] of remediated statuses
     status = status_of("remediated", "2026-01-01T05:00:00+00:00")
     assert status.to_json()["time"] == status.remediated_at
 

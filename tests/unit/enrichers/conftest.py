@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from enrichers.databuild import DemoData, build_demo_data
+from threatroute.enrichers.databuild import DemoData, build_demo_data
 
 # /work/main/tests/unit/enrichers/conftest.py -> /work/shared/data
 _DEFAULT_SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "data"

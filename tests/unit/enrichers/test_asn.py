@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from enrichers.asn import AsnDatabase, AsnResult, enrich_asn
+from threatroute.enrichers.asn import AsnDatabase, AsnResult, enrich_asn
 from threatroute.errors import ConfigError
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import maxminddb
 import pytest
 
-from enrichers.asn import AsnDatabase, AsnResult
-from enrichers.databuild import (
+from threatroute.enrichers.asn import AsnDatabase, AsnResult
+from threatroute.enrichers.databuild import (
     DEMO_NETWORKS,
     DemoData,
     FetchError,
@@ -22,7 +22,7 @@ from enrichers.databuild import (
     fetch_geo_data,
     mmdb_bytes,
 )
-from enrichers.geo import GeoDatabase, GeoResult
+from threatroute.enrichers.geo import GeoDatabase, GeoResult
 
 
 def _host_in(prefix: str) -> str:

@@ -15,7 +15,7 @@ import dns.exception
 import dns.resolver
 import pytest
 
-from enrichers.dns import DnsAnswer, Resolver, TtlCache, enrich_dns
+from threatroute.enrichers.dns import DnsAnswer, Resolver, TtlCache, enrich_dns
 
 DNSMASQ = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
 RECORDS = [

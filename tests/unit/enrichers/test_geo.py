@@ -8,8 +8,8 @@ from pathlib import Path
 import maxminddb
 import pytest
 
-from enrichers.databuild import mmdb_bytes
-from enrichers.geo import GeoDatabase, GeoResult, database_kind, enrich_geo
+from threatroute.enrichers.databuild import mmdb_bytes
+from threatroute.enrichers.geo import GeoDatabase, GeoResult, database_kind, enrich_geo
 from threatroute.errors import ConfigError
 
 # shared/data/README.md section 1: (database, ip, cc, city); None city = "no city"

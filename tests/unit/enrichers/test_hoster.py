@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import copy
 
-from enrichers.hoster import enrich_owner
-from matchers.ownership import OwnershipIndex
+from threatroute.enrichers.hoster import enrich_owner
+from threatroute.matchers.ownership import OwnershipIndex
 from threatroute.registry import load_registry
 
 INDEX = OwnershipIndex.build(load_registry("""

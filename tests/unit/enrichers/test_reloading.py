@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from enrichers.asn import AsnDatabase
-from enrichers.reloading import Reloading, file_signature
+from threatroute.enrichers.asn import AsnDatabase
+from threatroute.enrichers.reloading import Reloading, file_signature
 from threatroute.errors import ConfigError
 
 

@@ -1,6 +1,6 @@
 from datetime import UTC, datetime, timedelta
 
-from matchers.dedup import Action, AlertState, DedupPolicy, decide
+from threatroute.matchers.dedup import Action, AlertState, DedupPolicy, decide
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 POLICY = DedupPolicy(window=timedelta(days=7), renotify=timedelta(days=1))

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from enrichers.hoster import enrich_owner
-from matchers.index import Decision, Match, MatchIndex
+from threatroute.enrichers.hoster import enrich_owner
+from threatroute.matchers.index import Decision, Match, MatchIndex
 from threatroute.registry import Recipient, Subscribe, load_registry
 
 REGISTRY = """

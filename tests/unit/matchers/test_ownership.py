@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from matchers.ownership import Owner, OwnershipIndex, domain_suffixes
 from threatroute.errors import InvalidRecord
+from threatroute.matchers.ownership import Owner, OwnershipIndex, domain_suffixes
 from threatroute.registry import load_registry
 
 REGISTRY = """

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from matchers.prefixes import PrefixMap, format_network, parse_ip, parse_network
+from threatroute.matchers.prefixes import PrefixMap, format_network, parse_ip, parse_network
 
 
 def random_prefixes(rng: random.Random, version: int, count: int) -> list[str]:

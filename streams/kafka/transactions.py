@@ -15,8 +15,8 @@ from contextlib import contextmanager
 
 from confluent_kafka import Consumer, KafkaException, Message, Producer
 
-from streams.config import Config
-from streams.loop import next_offsets
+from threatroute.streams.config import Config
+from threatroute.streams.runtime.loop import next_offsets
 
 log = logging.getLogger(__name__)
 

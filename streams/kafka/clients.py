@@ -13,8 +13,8 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, KafkaError, Message, Producer
 
-from streams.config import Config
 from threatroute.errors import ThreatrouteError
+from threatroute.streams.config import Config
 
 log = logging.getLogger(__name__)
 

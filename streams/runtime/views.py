@@ -14,9 +14,9 @@ from typing import Any, Generic, TypeVar
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
-from streams.config import Config
-from streams.kafka import decode as decode_json
-from streams.kafka import value_of
+from threatroute.streams.config import Config
+from threatroute.streams.kafka.clients import decode as decode_json
+from threatroute.streams.kafka.clients import value_of
 
 log = logging.getLogger(__name__)
 V = TypeVar("V")

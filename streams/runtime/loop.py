@@ -16,9 +16,9 @@ from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
-from streams.kafka import AckedProducer, decode, encode, slot
-from streams.metrics import StageMetrics
 from threatroute.deadletter import dead_letter
+from threatroute.streams.kafka.clients import AckedProducer, decode, encode, slot
+from threatroute.streams.runtime.metrics import StageMetrics
 
 log = logging.getLogger(__name__)
 

@@ -11,12 +11,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from enrichers.asn import AsnDatabase, enrich_asn
-from enrichers.dns import Resolver, enrich_dns
-from enrichers.geo import GeoDatabase, enrich_geo
-from enrichers.hoster import enrich_owner
-from matchers.index import MatchIndex
+from threatroute.enrichers.asn import AsnDatabase, enrich_asn
+from threatroute.enrichers.dns import Resolver, enrich_dns
+from threatroute.enrichers.geo import GeoDatabase, enrich_geo
+from threatroute.enrichers.hoster import enrich_owner
 from threatroute.errors import InvalidRecord
+from threatroute.matchers.index import MatchIndex
 from threatroute.record import flatten, normalise_indicator
 from threatroute.registry import Recipient
 

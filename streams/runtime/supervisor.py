@@ -13,14 +13,14 @@ import signal
 import threading
 from collections.abc import Sequence
 
-from streams.chain import FusedChain
-from streams.config import Config
-from streams.feedback import FeedbackStage
-from streams.kafka import AckedProducer, make_consumer
-from streams.loop import StageStats, run_stage
-from streams.match import NOTIFYING, MatchStage
-from streams.metrics import Metrics
-from streams.stages import STAGES, EnrichStage
+from threatroute.streams.config import Config
+from threatroute.streams.kafka.clients import AckedProducer, make_consumer
+from threatroute.streams.runtime.chain import FusedChain
+from threatroute.streams.runtime.loop import StageStats, run_stage
+from threatroute.streams.runtime.metrics import Metrics
+from threatroute.streams.stages.enrich import STAGES, EnrichStage
+from threatroute.streams.stages.feedback import FeedbackStage
+from threatroute.streams.stages.match import NOTIFYING, MatchStage
 
 log = logging.getLogger(__name__)
 Runnable = EnrichStage | FusedChain | MatchStage | FeedbackStage

@@ -11,11 +11,11 @@ from typing import Any, TextIO
 
 from confluent_kafka import Consumer
 
-from streams.config import Config
-from streams.kafka import AckedProducer, encode
-from streams.views import at_eof
 from threatroute import fields
 from threatroute.errors import InvalidRecord
+from threatroute.streams.config import Config
+from threatroute.streams.kafka.clients import AckedProducer, encode
+from threatroute.streams.runtime.views import at_eof
 
 FEEDBACK_TOPIC = "feedback"
 STATUSES = ("acknowledged", "in_progress", "remediated", "false_positive", "not_ours", "wont_fix")

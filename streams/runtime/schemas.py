@@ -9,9 +9,9 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
-from streams.config import PROJECT_ROOT
+from threatroute.streams.config import PACKAGE_DATA
 
-SCHEMA_DIR = PROJECT_ROOT / "deploy" / "schemas"
+SCHEMA_DIR = PACKAGE_DATA / "schemas"
 BASE = "https://threatroute.invalid/schemas/"
 
 

@@ -13,17 +13,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from enrichers.asn import AsnDatabase, enrich_asn
-from enrichers.dns import Resolver, enrich_dns
-from enrichers.geo import GeoDatabase, enrich_geo
-from enrichers.hoster import enrich_owner
-from enrichers.reloading import Reloading
-from matchers.ownership import OwnershipIndex
-from streams.config import Config
-from streams.loop import Input, Output, Refused
-from streams.recipients import registry_view
+from threatroute.enrichers.asn import AsnDatabase, enrich_asn
+from threatroute.enrichers.dns import Resolver, enrich_dns
+from threatroute.enrichers.geo import GeoDatabase, enrich_geo
+from threatroute.enrichers.hoster import enrich_owner
+from threatroute.enrichers.reloading import Reloading
 from threatroute.errors import ConfigError
+from threatroute.matchers.ownership import OwnershipIndex
 from threatroute.registry import Recipient
+from threatroute.streams.config import Config
+from threatroute.streams.runtime.loop import Input, Output, Refused
+from threatroute.streams.runtime.registry import registry_view
 
 log = logging.getLogger(__name__)
 INVALID = "indicators.invalid"

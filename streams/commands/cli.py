@@ -15,8 +15,8 @@ from pathlib import Path
 
 from confluent_kafka import KafkaException
 
-from streams.config import Config, load_config
 from threatroute.errors import ConfigError, ThreatrouteError
+from threatroute.streams.config import Config, load_config
 
 # every stage, in pipeline order (`run all`); kept here so `--help` needs no Kafka import
 CHAIN = ("asn", "geo", "hoster", "match", "feedback")
@@ -31,7 +31,7 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def cmd_broker(args: argparse.Namespace, config: Config) -> int:
-    from streams import broker
+    from threatroute.streams.kafka import broker
 
     if args.action == "start":
         broker.start(config)
@@ -43,7 +43,7 @@ def cmd_broker(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_topics(args: argparse.Namespace, config: Config) -> int:
-    from streams.topics import admin, ensure_topics
+    from threatroute.streams.kafka.admin import admin, ensure_topics
 
     outcome = ensure_topics(admin(config), config.topics)
     for name, done in outcome.items():
@@ -54,7 +54,7 @@ def cmd_topics(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace, config: Config) -> int:
-    from streams.ingest import IngestOptions, ingest, summary
+    from threatroute.streams.commands.ingest import IngestOptions, ingest, summary
 
     defaults = {"feed.name": args.feed_name, "tlp": args.tlp, "feed.accuracy": args.confidence,
                 "feed.provider": args.provider}
@@ -68,7 +68,7 @@ def cmd_ingest(args: argparse.Namespace, config: Config) -> int:
 def cmd_run(args: argparse.Namespace, config: Config) -> int:
     import threading
 
-    from streams.run import install_signal_handlers, run_stages
+    from threatroute.streams.runtime.supervisor import install_signal_handlers, run_stages
 
     stop = threading.Event()
     install_signal_handlers(stop)
@@ -84,7 +84,7 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_recipients(args: argparse.Namespace, config: Config) -> int:
-    from streams import recipients
+    from threatroute.streams.runtime import registry as recipients
 
     if args.action == "import":
         if not args.arg:
@@ -115,12 +115,12 @@ def cmd_recipients(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_explain(args: argparse.Namespace, config: Config) -> int:
-    from enrichers.asn import AsnDatabase
-    from enrichers.dns import Resolver
-    from enrichers.geo import GeoDatabase
-    from streams.explain import Explainer, explain_lines
-    from streams.stages import nameserver
+    from threatroute.enrichers.asn import AsnDatabase
+    from threatroute.enrichers.dns import Resolver
+    from threatroute.enrichers.geo import GeoDatabase
     from threatroute.registry import load_registry
+    from threatroute.streams.commands.explain import Explainer, explain_lines
+    from threatroute.streams.stages.enrich import nameserver
 
     # explain uses only what it is given on the command line: no Kafka, no config data files
     server = nameserver(args.nameserver or "")
@@ -134,7 +134,7 @@ def cmd_explain(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_data(args: argparse.Namespace, config: Config) -> int:
-    from enrichers import databuild
+    from threatroute.enrichers import databuild
 
     if args.action == "build":
         built = databuild.build_demo_data(args.dest)
@@ -150,7 +150,7 @@ def cmd_data(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_tail(args: argparse.Namespace, config: Config) -> int:
-    from streams.tail import tail
+    from threatroute.streams.commands.tail import tail
 
     count = tail(config, args.recipient, as_json=args.json, follow=args.follow, group=args.group)
     print(f"{count} alerts", file=sys.stderr)
@@ -158,7 +158,7 @@ def cmd_tail(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_feedback(args: argparse.Namespace, config: Config) -> int:
-    from streams.tail import feedback_record, send_feedback
+    from threatroute.streams.commands.tail import feedback_record, send_feedback
 
     recipient = args.recipient or os.environ.get("THREATROUTE_RECIPIENT")
     if not recipient:
@@ -207,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group", help="consumer group: resume where it left off (commits)")
     p.set_defaults(handler=cmd_tail)
 
-    from streams.tail import STATUSES
+    from threatroute.streams.commands.tail import STATUSES
 
     p = sub.add_parser("feedback", parents=[common], help="post remediation status of an alert")
     p.add_argument("alert_id")

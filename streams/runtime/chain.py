@@ -16,9 +16,9 @@ from collections.abc import Iterable, Mapping
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from streams.config import Config
-from streams.loop import Input, Output, Refused
-from streams.stages import INVALID, EnrichStage, refusal
+from threatroute.streams.config import Config
+from threatroute.streams.runtime.loop import Input, Output, Refused
+from threatroute.streams.stages.enrich import INVALID, EnrichStage, refusal
 
 log = logging.getLogger(__name__)
 

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TextIO
 
-from streams.config import Config
-from streams.kafka import AckedProducer, encode
 from threatroute.deadletter import dead_letter
 from threatroute.feeds import get_format
 from threatroute.feeds.base import Accepted, Context, Rejected, Tally, parse_report
+from threatroute.streams.config import Config
+from threatroute.streams.kafka.clients import AckedProducer, encode
 
 RAW_TOPIC = "indicators.raw"
 INVALID_TOPIC = "indicators.invalid"

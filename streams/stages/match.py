@@ -28,25 +28,25 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from matchers.dedup import AlertState, DedupPolicy, decide
-from matchers.formats import alert_record, render
-from matchers.index import MatchIndex
-from streams.config import Config
-from streams.kafka import consumer_settings, decode, encode, slot
-from streams.metrics import StageMetrics
-from streams.recipients import ensure_alert_topics, registry_view
-from streams.topics import admin
-from streams.transactions import (
+from threatroute.deadletter import dead_letter
+from threatroute.errors import ConfigError
+from threatroute.matchers.dedup import AlertState, DedupPolicy, decide
+from threatroute.matchers.formats import alert_record, render
+from threatroute.matchers.index import MatchIndex
+from threatroute.record import indicator_key
+from threatroute.registry import Recipient
+from threatroute.streams.config import Config
+from threatroute.streams.kafka.admin import admin
+from threatroute.streams.kafka.clients import consumer_settings, decode, encode, slot
+from threatroute.streams.kafka.transactions import (
     RESTORE_SECONDS,
     batch_transaction,
     poll_batch,
     transactional_producer,
 )
-from streams.views import CompactedView, at_eof, json_fold, replay_consumer
-from threatroute.deadletter import dead_letter
-from threatroute.errors import ConfigError
-from threatroute.record import indicator_key
-from threatroute.registry import Recipient
+from threatroute.streams.runtime.metrics import StageMetrics
+from threatroute.streams.runtime.registry import ensure_alert_topics, registry_view
+from threatroute.streams.runtime.views import CompactedView, at_eof, json_fold, replay_consumer
 
 log = logging.getLogger(__name__)
 SOURCE, STATE, LEDGER, STATUS = "indicators.enriched", "match.state", "alerts.ledger", \

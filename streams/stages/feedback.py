@@ -26,17 +26,6 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from streams.config import Config
-from streams.kafka import consumer_settings, decode, encode, slot, value_of
-from streams.metrics import Metrics
-from streams.topics import admin
-from streams.transactions import (
-    RESTORE_SECONDS,
-    batch_transaction,
-    poll_batch,
-    transactional_producer,
-)
-from streams.views import at_eof, replay_consumer
 from threatroute.deadletter import dead_letter
 from threatroute.errors import ConfigError, InvalidRecord
 from threatroute.outcomes import (
@@ -48,6 +37,17 @@ from threatroute.outcomes import (
     apply_feedback,
     summarise,
 )
+from threatroute.streams.config import Config
+from threatroute.streams.kafka.admin import admin
+from threatroute.streams.kafka.clients import consumer_settings, decode, encode, slot, value_of
+from threatroute.streams.kafka.transactions import (
+    RESTORE_SECONDS,
+    batch_transaction,
+    poll_batch,
+    transactional_producer,
+)
+from threatroute.streams.runtime.metrics import Metrics
+from threatroute.streams.runtime.views import at_eof, replay_consumer
 
 log = logging.getLogger(__name__)
 SOURCE, LEDGER, STATUS, INVALID = "feedback", "alerts.ledger", "alerts.status", "feedback.invalid"

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-from streams.config import Config
-from streams.kafka import AckedProducer, encode
-from streams.topics import TopicSpec, admin, ensure_topics
-from streams.views import CompactedView, at_eof, json_fold, replay_consumer
 from threatroute.registry import Recipient, diff_registry, load_registry
+from threatroute.streams.config import Config
+from threatroute.streams.kafka.admin import TopicSpec, admin, ensure_topics
+from threatroute.streams.kafka.clients import AckedProducer, encode
+from threatroute.streams.runtime.views import CompactedView, at_eof, json_fold, replay_consumer
 
 TOPIC = "recipients"
 log = logging.getLogger(__name__)

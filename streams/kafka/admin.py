@@ -14,8 +14,8 @@ from confluent_kafka.admin import (
     NewTopic,
 )
 
-from streams.config import Config, TopicSpec
 from threatroute.errors import ThreatrouteError
+from threatroute.streams.config import Config, TopicSpec
 
 
 class TopicError(ThreatrouteError):

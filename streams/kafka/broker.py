@@ -23,10 +23,10 @@ from pathlib import Path
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
-from streams.config import PROJECT_ROOT, Config
 from threatroute.errors import ThreatrouteError
+from threatroute.streams.config import PACKAGE_DATA, Config
 
-KAFKA_DIR = PROJECT_ROOT / "deploy" / "kafka"
+KAFKA_DIR = PACKAGE_DATA / "kafka"
 POM = KAFKA_DIR / "pom.xml"
 MAIN_CLASS = "kafka.Kafka"
 

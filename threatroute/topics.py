@@ -1,0 +1,54 @@
+"""Every topic name, per-recipient topic and consumer-group id, defined once.
+
+Pure names (no Kafka): the stages, the commands, the gateway and the tests all spell a topic
+through this module, so a rename is one edit and a typo is an import error.
+"""
+
+from __future__ import annotations
+
+# the dataflow, in order (DESIGN.md)
+RAW = "indicators.raw"
+ASN = "indicators.asn"
+GEO = "indicators.geo"
+ENRICHED = "indicators.enriched"
+INVALID = "indicators.invalid"          # dead letters of ingest and the indicator stages
+LEDGER = "alerts.ledger"                # every alert sent, latest state per alert id
+STATUS = "alerts.status"                # accepted feedback, latest status per alert id
+MATCH_STATE = "match.state"             # the match stage's dedup changelog
+FEEDBACK = "feedback"                   # the shared feedback topic (plaintext mode)
+FEEDBACK_INVALID = "feedback.invalid"   # dead letters of the feedback stage
+RECIPIENTS = "recipients"               # the compacted registry
+
+# per-recipient topics: what the recipient reads, and what it writes back
+ALERTS_PREFIX = "alerts."
+FEEDBACK_PREFIX = "feedback."
+CONTRIBUTIONS_PREFIX = "contributions."
+
+# topics of the pipeline whose names start with a per-recipient prefix but are not a recipient's
+_NOT_RECIPIENT = {LEDGER, STATUS, FEEDBACK_INVALID}
+
+GROUP_PREFIX = "threatroute-"
+
+
+def alerts_topic(recipient_id: str) -> str:
+    return f"{ALERTS_PREFIX}{recipient_id}"
+
+
+def feedback_topic(recipient_id: str) -> str:
+    return f"{FEEDBACK_PREFIX}{recipient_id}"
+
+
+def contributions_topic(recipient_id: str) -> str:
+    return f"{CONTRIBUTIONS_PREFIX}{recipient_id}"
+
+
+def recipient_of(topic: str, prefix: str) -> str | None:
+    """The recipient id a per-recipient topic belongs to (None if `topic` is not one)."""
+    if topic in _NOT_RECIPIENT or not topic.startswith(prefix):
+        return None
+    return topic[len(prefix):] or None
+
+
+def group_id(stage: str) -> str:
+    """The consumer group of a pipeline stage (asn, geo, hoster, match, feedback, ...)."""
+    return f"{GROUP_PREFIX}{stage}"
