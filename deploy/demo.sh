@@ -17,8 +17,8 @@ $tr recipients list
 step "why each demo indicator goes where it goes (threatroute explain)"
 $tr explain --ipasn .threatroute/data/ipasn.dat --asnames .threatroute/data/asnames.json \
   --geoip .threatroute/data/demo-city.mmdb --registry deploy/recipients.example.yaml \
-  < deploy/demo/indicators.jsonl || true   # the last demo line is invalid on purpose
-step "ingest";            $tr ingest jsonl deploy/demo/indicators.jsonl
+  < deploy/demo/indicators.jsonl || [ $? -eq 1 ]   # exit 1: the last demo line is invalid on purpose
+step "ingest";            $tr ingest jsonl deploy/demo/indicators.jsonl || [ $? -eq 1 ]  # 1: the invalid line
 step "run all stages for ${run_seconds}s"
 $tr run all & pid=$!
 sleep "$run_seconds"; kill -TERM "$pid"; wait "$pid" || true

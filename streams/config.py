@@ -6,6 +6,7 @@ deploy/threatroute.toml) < environment (THREATROUTE_BOOTSTRAP) < command-line fl
 
 from __future__ import annotations
 
+import logging
 import os
 import tomllib
 from dataclasses import dataclass, field, replace
@@ -16,6 +17,7 @@ from typing import Any
 import threatroute
 from threatroute.errors import ConfigError
 from threatroute.outcomes import BaselineWindow
+from threatroute.streams.logs import librdkafka_logger
 
 # deploy/ ships inside the package (threatroute/deploy): the default config, the JSON Schemas and
 # the broker pom are found the same way from a source checkout and from an installed wheel
@@ -93,8 +95,12 @@ class Config:
 
     def kafka_settings(self) -> dict[str, Any]:
         """librdkafka settings every client shares."""
-        # log_level 4: warnings and worse; librdkafka's info lines are noise on a terminal
-        settings: dict[str, Any] = {"bootstrap.servers": self.bootstrap, "log_level": 4}
+        # librdkafka logs through Python logging (streams/logs.py: rate-limited, its transport
+        # retries demoted); below --log-level debug only its warnings and worse
+        logger = librdkafka_logger()
+        settings: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap, "logger": logger,
+            "log_level": 7 if logger.isEnabledFor(logging.DEBUG) else 4}
         if self.sasl_username:
             settings.update({
                 "security.protocol": "SASL_PLAINTEXT",

@@ -7,8 +7,10 @@ on indicator JSON lines from stdin, without Kafka: the operator's "why did this 
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TextIO
 
 from threatroute.enrichers.asn import AsnDatabase, enrich_asn
@@ -19,6 +21,8 @@ from threatroute.errors import InvalidRecord
 from threatroute.matchers.index import MatchIndex
 from threatroute.record import flatten, normalise_indicator
 from threatroute.registry import Recipient
+from threatroute.streams.commands.base import DONE, REFUSED, command, data_options
+from threatroute.streams.config import Config
 
 Record = dict[str, Any]
 Added = dict[str, Any] | None  # fields a stage added; None when the stage was skipped
@@ -125,3 +129,29 @@ def _readable(number: int, record: Record, added: list[tuple[str, Any]],
 def _short(value: Any) -> str:
     text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def run(args: Any, config: Config) -> int:
+    from threatroute.registry import load_registry
+    from threatroute.streams.stages.enrich import nameserver
+
+    # explain uses only what it is given on the command line: no Kafka, no config data files
+    server = nameserver(args.nameserver or "")
+    explainer = Explainer(
+        asn=AsnDatabase(args.ipasn, args.asnames) if args.ipasn else None,
+        geo=GeoDatabase(args.geoip) if args.geoip else None,
+        resolver=Resolver(server[0], server[1], timeout=config.dns_timeout) if server else None,
+        recipients=load_registry(args.registry.read_text()) if args.registry else ())
+    invalid = explain_lines(explainer, sys.stdin, sys.stdout, args.json)
+    return REFUSED if invalid else DONE
+
+
+def register(subparsers: Any) -> None:
+    parser = command(subparsers, "explain", handler=run,
+                     help="show what each stage adds to indicators on stdin, and who gets them",
+                     description="Indicator JSON lines on stdin -> what each stage adds, the "
+                                 "owner, every recipient reached and why. Runs the stages' own "
+                                 "functions; no Kafka. Exit code 1 if a line was invalid.")
+    parser.add_argument("--registry", type=Path, help="recipient registry YAML")
+    parser.add_argument("--json", action="store_true", help="one JSON object per input line")
+    data_options(parser)

@@ -18,6 +18,7 @@ from typing import IO, Any, TextIO
 from threatroute.deadletter import dead_letter
 from threatroute.feeds import get_format
 from threatroute.feeds.base import Accepted, Context, Rejected, Tally, parse_report
+from threatroute.streams.commands.base import DONE, REFUSED, command
 from threatroute.streams.config import Config
 from threatroute.streams.kafka.clients import AckedProducer, encode
 
@@ -133,3 +134,35 @@ def summary(tally: Tally, dry_run: bool) -> str:
         reasons = ", ".join(f"{n} {r}" for r, n in sorted(tally.skipped.items()))
         text += f"; skipped {sum(tally.skipped.values())} ({reasons})"
     return text
+
+
+def run(args: Any, config: Config) -> int:
+    defaults = {"feed.name": args.feed_name, "tlp": args.tlp, "feed.accuracy": args.confidence,
+                "feed.provider": args.provider}
+    options = IngestOptions(args.format, args.path, args.dry_run, args.report,
+                            tuple((k, v) for k, v in defaults.items() if v is not None))
+    tally = ingest(options, None if args.dry_run else config)
+    print(summary(tally, args.dry_run), file=sys.stderr)
+    return REFUSED if tally.invalid else DONE
+
+
+def register(subparsers: Any) -> None:
+    from threatroute.feeds import FORMATS
+
+    parser = command(subparsers, "ingest", handler=run, kafka=lambda args: not args.dry_run,
+                     help="parse a feed and produce it to indicators.raw",
+                     description="Parse a feed file (or stdin) and produce each indicator to "
+                                 f"{RAW_TOPIC}; refused items go to {INVALID_TOPIC} with their "
+                                 "original bytes and a reason. Exit code 1 if any was refused.")
+    parser.add_argument("format", choices=list(FORMATS), metavar="FORMAT",
+                        help=f"one of: {', '.join(FORMATS)}")
+    parser.add_argument("path", metavar="PATH|-")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print normalised records as JSON lines; no broker needed")
+    parser.add_argument("--report", help="shadowserver report type when the file name does not "
+                                          "say")
+    parser.add_argument("--feed-name", help="feed.name for records that lack one")
+    parser.add_argument("--provider", help="feed.provider for records that lack one")
+    parser.add_argument("--tlp", help="TLP for records that lack one (default: the format's)")
+    parser.add_argument("--confidence", type=float,
+                        help="feed.accuracy 0-100 for records lacking one")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import uuid
@@ -12,7 +13,8 @@ from typing import Any, TextIO
 from confluent_kafka import Consumer
 
 from threatroute import fields
-from threatroute.errors import InvalidRecord
+from threatroute.errors import ConfigError, InvalidRecord
+from threatroute.streams.commands.base import DONE, command
 from threatroute.streams.config import Config
 from threatroute.streams.kafka.clients import AckedProducer, encode
 from threatroute.streams.runtime.views import at_eof
@@ -97,3 +99,34 @@ def send_feedback(config: Config, record: dict) -> None:
     producer = AckedProducer(config)
     producer.send(FEEDBACK_TOPIC, encode(record), record["alert_id"])
     producer.flush()
+
+
+def run_tail(args: Any, config: Config) -> int:
+    count = tail(config, args.recipient, as_json=args.json, follow=args.follow, group=args.group)
+    print(f"{count} alerts", file=sys.stderr)
+    return DONE
+
+
+def run_feedback(args: Any, config: Config) -> int:
+    recipient = args.recipient or os.environ.get("THREATROUTE_RECIPIENT")
+    if not recipient:
+        raise ConfigError("say who you are: --recipient ID or THREATROUTE_RECIPIENT")
+    send_feedback(config, feedback_record(args.alert_id, recipient, args.status, args.note))
+    print(f"feedback {args.status} for {args.alert_id} sent")
+    return DONE
+
+
+def register(subparsers: Any) -> None:
+    parser = command(subparsers, "tail", handler=run_tail, kafka=True,
+                     help="read a recipient's alerts")
+    parser.add_argument("recipient")
+    parser.add_argument("--json", action="store_true", help="the alert records as JSON lines")
+    parser.add_argument("-f", "--follow", action="store_true", help="keep waiting for new alerts")
+    parser.add_argument("--group", help="consumer group: resume where it left off (commits)")
+
+    parser = command(subparsers, "feedback", handler=run_feedback, kafka=True,
+                     help="post remediation status of an alert")
+    parser.add_argument("alert_id")
+    parser.add_argument("status", choices=STATUSES)
+    parser.add_argument("--note")
+    parser.add_argument("--recipient", help="your recipient id (or THREATROUTE_RECIPIENT)")

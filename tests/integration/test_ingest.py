@@ -51,13 +51,15 @@ def counts(stderr: bytes) -> tuple[int, int]:
 
 @pytest.mark.parametrize(("fmt", "sample"), SAMPLES, ids=[s for _, s in SAMPLES])
 def test_sample_feed_lands_on_raw_topic(kafka_env, bootstrap, fmt, sample):
-    dry = threatroute("ingest", fmt, str(FEEDS / sample), "--dry-run", env=kafka_env)
+    dry = threatroute("ingest", fmt, str(FEEDS / sample), "--dry-run", env=kafka_env, check=False)
     expected = [json.loads(line) for line in dry.stdout.splitlines()]
     before_raw = end_offsets(bootstrap, "indicators.raw")
     before_invalid = end_offsets(bootstrap, "indicators.invalid")
 
-    result = threatroute("ingest", fmt, str(FEEDS / sample), env=kafka_env)
+    result = threatroute("ingest", fmt, str(FEEDS / sample), env=kafka_env, check=False)
     accepted, invalid = counts(result.stderr)
+    # exit code 1 when some item was refused, the same with and without --dry-run
+    assert result.returncode == dry.returncode == (1 if invalid else 0)
 
     assert accepted == len(expected)
     # every item is accounted for; openphish's two samples are malformed on purpose (invalid),
@@ -123,10 +125,11 @@ def test_ten_thousand_malformed_lines_are_dead_lettered_and_counts_add_up(
     before_raw = end_offsets(bootstrap, "indicators.raw")
     before_invalid = end_offsets(bootstrap, "indicators.invalid")
 
-    result = threatroute("ingest", "jsonl", str(feed), env=kafka_env)
+    result = threatroute("ingest", "jsonl", str(feed), env=kafka_env, check=False)
 
     accepted, invalid = counts(result.stderr)
     assert (accepted, invalid) == (2_000, 10_000)
+    assert result.returncode == 1  # some input refused
     raw = read_since(bootstrap, "indicators.raw", before_raw, expect=accepted)
     dead = read_since(bootstrap, "indicators.invalid", before_invalid, expect=invalid, timeout=60)
     assert len(raw) == 2_000 and len(dead) == 10_000

@@ -110,7 +110,9 @@ def real_samples(kafka_env) -> list[dict]:
                       ("misp", "misp/circl_osint_sednit_existing_event.json"),
                       ("stix", "stix/poisonivy.json"), ("threatfox-json",
                                                          "threatfox/api_query_response.json")]:
-        dry = threatroute("ingest", fmt, str(feeds / path), "--dry-run", env=kafka_env)
+        dry = threatroute("ingest", fmt, str(feeds / path), "--dry-run", env=kafka_env,
+                          check=False)
+        assert dry.returncode in (0, 1), dry.stderr  # 1: some sample items are refused
         records += [json.loads(line) for line in dry.stdout.splitlines()]
     return records
 

@@ -1,0 +1,58 @@
+"""`threatroute broker start|stop|status` and `threatroute topics create`."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from threatroute.streams.commands.base import DONE, REFUSED, actions, command
+from threatroute.streams.config import Config
+
+
+def start(args: argparse.Namespace, config: Config) -> int:
+    from threatroute.streams.kafka import broker
+
+    broker.start(config)
+    return DONE
+
+
+def stop(args: argparse.Namespace, config: Config) -> int:
+    from threatroute.streams.kafka import broker
+
+    broker.stop(config)
+    return DONE
+
+
+def status(args: argparse.Namespace, config: Config) -> int:
+    from threatroute.streams.kafka import broker
+
+    return DONE if broker.status(config) else REFUSED
+
+
+def create_topics(args: argparse.Namespace, config: Config) -> int:
+    from threatroute.streams.kafka.admin import admin, ensure_topics
+
+    outcome = ensure_topics(admin(config), config.topics)
+    for name, done in outcome.items():
+        print(f"{name:24} {done}")
+    changed = [n for n, d in outcome.items() if d != "unchanged"]
+    print(f"{len(changed)} topics changed" if changed else "all topics already as configured")
+    return DONE
+
+
+def register(subparsers: Any) -> None:
+    parser = command(subparsers, "broker", help="the embedded single-node Kafka broker",
+                     description="Run Apache Kafka (KRaft, one node) from its jars for a local "
+                                 "pipeline; state in THREATROUTE_STATE or .threatroute/broker.")
+    sub = actions(parser)
+    command(sub, "start", help="start it (fetches the jars once) and wait until it serves",
+            handler=start)
+    command(sub, "stop", help="stop it", handler=stop)
+    command(sub, "status", help="say whether it runs; exit code 1 when it does not",
+            handler=status)
+
+    parser = command(subparsers, "topics", help="create every pipeline topic")
+    sub = actions(parser)
+    command(sub, "create", help="create or update every pipeline topic as configured "
+                                "(partitions, retention); idempotent",
+            handler=create_topics, kafka=True)
