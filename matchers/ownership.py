@@ -11,11 +11,16 @@ record; it receives it only if it also lists the domain under `subscribe.domains
 
 Query cost is a bounded number of hash probes (prefix lengths present, DNS labels of the
 name), independent of how many recipients or prefixes are registered.
+
+Corrections: a recipient may *disown* part of what its rules cover (`disowns` in the registry,
+written when an operator accepts a `not_ours` correction): an address inside a disowned prefix
+or a name under a disowned domain is not its, and ownership falls through to the next
+candidate (`candidates`): the next less specific prefix, then the ASN, then the domain.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,13 +56,18 @@ def domain_suffixes(name: str) -> Iterable[str]:
 class OwnershipIndex:
     """In-memory ownership lookups built from the registry; rebuild it when the registry changes."""
 
-    __slots__ = ("asns", "domains", "names", "prefixes")
+    __slots__ = ("asns", "corrected", "disowned_domains", "disowned_prefixes", "domains", "names",
+                 "prefixes")
 
     def __init__(self) -> None:
         self.prefixes: PrefixMap[str] = PrefixMap()
         self.asns: dict[int, str] = {}
         self.domains: dict[str, str] = {}
         self.names: dict[str, str] = {}  # recipient id -> name
+        # accepted corrections: what a recipient's rules cover but it said is not its
+        self.disowned_prefixes: PrefixMap[frozenset[str]] = PrefixMap()
+        self.disowned_domains: dict[str, frozenset[str]] = {}
+        self.corrected = False  # any disowns at all: only then does a query look for them
 
     @classmethod
     def build(cls, recipients: Iterable[Recipient]) -> OwnershipIndex:
@@ -72,7 +82,15 @@ class OwnershipIndex:
                 index.asns[asn] = recipient.id
             for domain in recipient.owns.domains:
                 index.domains[domain] = recipient.id
+            for prefix in recipient.disowns.prefixes:
+                index.disowned_prefixes[prefix] = (index.disowned_prefixes.get(prefix)
+                                                   or frozenset()) | {recipient.id}
+            for domain in recipient.disowns.domains:
+                index.disowned_domains[domain] = (index.disowned_domains.get(domain)
+                                                  or frozenset()) | {recipient.id}
         index.prefixes.compile()
+        index.disowned_prefixes.compile()
+        index.corrected = bool(len(index.disowned_prefixes) or index.disowned_domains)
         return index
 
     def __contains__(self, recipient_id: object) -> bool:
@@ -108,6 +126,8 @@ class OwnershipIndex:
 
     def owner_of_source(self, source: Mapping[str, Any], address: Address | None) -> Owner | None:
         """`owner_of` for callers that already parsed the address (`record_address`)."""
+        if self.corrected:
+            return self.next_owner(source, address, ())
         owner = None
         if address is not None:
             family, value, max_length = address
@@ -119,6 +139,50 @@ class OwnershipIndex:
         if owner is None and source.get("fqdn"):
             owner = self.by_domain(source["fqdn"])
         return owner
+
+    def candidates(self, source: Mapping[str, Any], address: Address | None) -> Iterator[Owner]:
+        """Every candidate owner, most specific first: each owned prefix containing the address
+        (or the whole network), then the ASN's owner, then each owned domain suffix of the name.
+
+        The first is the owner; the rest are who to ask when it says "not ours". Recipients
+        that disown the address (or name) are left out.
+        """
+        disowners = self._disowners(source, address)
+        if address is not None:
+            for network, rid in self.prefixes.all_matches_int(*address):
+                if rid not in disowners:
+                    yield self._owner(rid, f"prefix {network}")
+        if source.get("asn") is not None:
+            asn_owner = self.by_asn(int(source["asn"]))
+            if asn_owner is not None and asn_owner.id not in disowners:
+                yield asn_owner
+        if source.get("fqdn"):
+            for suffix in domain_suffixes(str(source["fqdn"]).lower().rstrip(".")):
+                holder = self.domains.get(suffix)
+                if holder is not None and holder not in disowners:
+                    yield self._owner(holder, f"domain {suffix}")
+
+    def next_owner(self, source: Mapping[str, Any], address: Address | None,
+                   excluding: Collection[str]) -> Owner | None:
+        """The first candidate owner (`candidates`) that is not in `excluding`: who owns the
+        indicator once the recipients in `excluding` have said it is not theirs."""
+        for owner in self.candidates(source, address):
+            if owner.id not in excluding:
+                return owner
+        return None
+
+    def _disowners(self, source: Mapping[str, Any], address: Address | None) -> frozenset[str]:
+        out: frozenset[str] = frozenset()
+        if not self.corrected:
+            return out
+        if address is not None:
+            for _, ids in self.disowned_prefixes.all_matches_int(*address):
+                out |= ids
+        fqdn = source.get("fqdn")
+        if fqdn:
+            for suffix in domain_suffixes(str(fqdn).lower().rstrip(".")):
+                out |= self.disowned_domains.get(suffix, frozenset())
+        return out
 
 
 def record_address(source: Mapping[str, Any]) -> Address | None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from threatroute import fields
 from threatroute.errors import InvalidRecord
-from threatroute.taxonomy import TAXONOMY_OF_TYPE, classification_type
+from threatroute.taxonomy import SERVICE_TYPES, TAXONOMY_OF_TYPE, classification_type
 
 Validator = Callable[[object], Any]
 
@@ -192,13 +192,17 @@ def normalise_indicator(record: Mapping[str, Any], defaults: Mapping[str, Any] |
 
 
 def identity(record: Mapping[str, Any]) -> tuple[str, str, str]:
-    """(classification type, locator kind, value): what makes two records the same indicator."""
+    """(classification type, locator kind, value): what makes two records the same indicator.
+
+    The port counts only for services (`taxonomy.SERVICE_TYPES`): a C2 on two ports is two
+    things to take down, while an infected host seen on five source ports is one host.
+    """
     source = record.get("source", {})
     ctype = record.get("classification", {}).get("type", "")
     for kind in ("url", "fqdn", "ip", "network", "asn"):
         if kind in source:
             value = str(source[kind])
-            if kind == "ip" and "port" in source:  # a C2 on two ports is two things to take down
+            if kind == "ip" and "port" in source and ctype in SERVICE_TYPES:
                 value = f"{value}:{source['port']}"
             return ctype, kind, value
     raise InvalidRecord("no routable locator", "source")

@@ -16,6 +16,9 @@ Decisions:
   ignores them (forward compatibility on the topic).
 - A prefix with host bits set (`192.0.2.5/24`) is an error, not silently widened: in an
   ownership claim it is almost always a typo.
+- `disowns` (optional, `prefixes` and `domains`) lists what a recipient's `owns` rules cover but
+  is not its: accepted `not_ours` corrections (`threatroute corrections accept`) land there,
+  and ownership falls through to the next candidate.
 - Ownership must be unambiguous: the same prefix, ASN or domain owned by two recipients is an
   error naming both. Nested prefixes owned by different recipients are fine (an ISP owns the
   /16, its hosting customer the /24; the most specific wins).
@@ -41,8 +44,9 @@ FORMATS = ("json", "stix", "csv")
 DEFAULT_CLEARANCE = "GREEN"
 OWNS_KEYS = ("asns", "prefixes", "domains")
 SUBSCRIBE_KEYS = ("countries", "asns", "prefixes", "domains")
+DISOWNS_KEYS = ("prefixes", "domains")
 KNOWN_KEYS = frozenset({"id", "name", "contacts", "owns", "subscribe", "classifications",
-                        "min_confidence", "tlp_clearance", "format"})
+                        "min_confidence", "tlp_clearance", "format", "disowns"})
 _EMAIL = re.compile(r"[^@\s]+@([^@\s]+)")
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: 100k entries in seconds
 
@@ -89,6 +93,7 @@ class Recipient:
     tlp_clearance: str = DEFAULT_CLEARANCE
     format: str = "json"
     extras: Mapping[str, Any] = field(default_factory=dict, hash=False)  # unknown keys, kept
+    disowns: Owns = Owns()  # covered by `owns` but not its (accepted corrections)
 
     @property
     def topic(self) -> str:
@@ -109,6 +114,8 @@ class Recipient:
             tlp_clearance=self.tlp_clearance.lower(),
             format=self.format,
         )
+        if self.disowns != Owns():
+            value["disowns"] = {key: list(getattr(self.disowns, key)) for key in DISOWNS_KEYS}
         return value
 
     @classmethod
@@ -235,6 +242,7 @@ def _parse_entry(raw: Any, label: str, errors: list[str], strict: bool) -> Recip
         mine.append("name: missing")
     owns = _section(raw.get("owns"), "owns", OWNS_KEYS, _CHECKS, mine, strict)
     subscribe = _section(raw.get("subscribe"), "subscribe", SUBSCRIBE_KEYS, _CHECKS, mine, strict)
+    disowns = _section(raw.get("disowns"), "disowns", DISOWNS_KEYS, _CHECKS, mine, strict)
     classes = raw.get("classifications")
     classifications = None if classes is None else _listed(
         classes, "classifications", classification_type, mine)
@@ -254,6 +262,7 @@ def _parse_entry(raw: Any, label: str, errors: list[str], strict: bool) -> Recip
         tlp_clearance=_scalar(raw, "tlp_clearance", fields.tlp, DEFAULT_CLEARANCE, mine),
         format=_scalar(raw, "format", _format, "json", mine),
         extras=extras,
+        disowns=Owns(**disowns),
     )
     errors.extend(f"{label}: {message}" for message in mine)
     return None if mine else recipient

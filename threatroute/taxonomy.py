@@ -75,6 +75,17 @@ ALIASES: dict[str, str] = {
 
 TAXONOMIES = frozenset(TAXONOMY_OF_TYPE.values())
 
+# Types where the port is the thing to take down (a service listening there), so the port is
+# part of the indicator's identity: a C2 on 443 and on 8080 are two servers to remove. For every
+# other type (infected systems, scanners, brute-force and DDoS sources, spam senders...) the
+# port is an ephemeral client port and the address alone is the indicator: a sinkhole seeing
+# one bot on five source ports saw one bot.
+SERVICE_TYPES = frozenset({
+    "c2-server", "malware-distribution", "malware-configuration", "phishing", "proxy",
+    "ddos-amplifier", "vulnerable-system", "potentially-unwanted-accessible", "weak-crypto",
+    "information-disclosure", "misconfiguration",
+})
+
 
 def classification_type(value: object) -> str:
     """Return the canonical IntelMQ classification.type for `value` or raise InvalidRecord."""

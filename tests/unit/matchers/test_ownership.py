@@ -104,3 +104,47 @@ def test_domain_suffixes():
 
 def test_owner_json():
     assert Owner("a", "A", "asn 1").to_json() == {"id": "a", "name": "A", "rule": "asn 1"}
+
+
+def test_candidates_go_from_most_specific_prefix_to_asn_to_domain(index):
+    source = {"ip": "198.51.100.70", "asn": 64500, "fqdn": "x.shop.examplehost.example"}
+    from threatroute.matchers.ownership import record_address
+    found = [(o.id, o.rule) for o in index.candidates(source, record_address(source))]
+    assert found == [("reseller", "prefix 198.51.100.64/26"), ("hoster", "prefix 198.51.100.0/25"),
+                     ("isp", "prefix 198.51.100.0/24"), ("hoster", "asn 64500"),
+                     ("reseller", "domain shop.examplehost.example"),
+                     ("hoster", "domain examplehost.example")]
+    assert index.next_owner(source, record_address(source), {"reseller"}).rule == \
+        "prefix 198.51.100.0/25"
+    assert index.next_owner(source, record_address(source), {"reseller", "hoster"}).id == "isp"
+    assert index.next_owner(source, record_address(source), {"reseller", "hoster", "isp"}) is None
+
+
+def test_disowned_addresses_and_names_fall_through_to_the_next_owner():
+    recipients = load_registry(REGISTRY + """
+  - id: lessor
+    name: Lessor
+    owns: {prefixes: [203.0.113.0/24], domains: [lessor.example]}
+    disowns: {prefixes: [203.0.113.8/29], domains: [rented.lessor.example]}
+  - id: tenant
+    name: Tenant
+    owns: {asns: [64511], domains: [tenant.lessor.example]}
+""")
+    index = OwnershipIndex.build(recipients)
+    assert index.owner_of({"source": {"ip": "203.0.113.9", "asn": 64511}}).id == "tenant"
+    assert index.owner_of({"source": {"ip": "203.0.113.9"}}) is None
+    assert index.owner_of({"source": {"ip": "203.0.113.20"}}).id == "lessor"
+    assert index.owner_of({"source": {"fqdn": "a.rented.lessor.example"}}) is None
+    assert index.owner_of({"source": {"fqdn": "x.tenant.lessor.example"}}).id == "tenant"
+    assert index.owner_of({"source": {"fqdn": "b.lessor.example"}}).id == "lessor"
+
+
+def test_disowns_are_validated_like_owns():
+    with pytest.raises(Exception) as err:
+        load_registry("""
+recipients:
+  - id: x
+    name: X
+    disowns: {prefixes: [not-a-prefix], asns: [1]}
+""")
+    assert "disowns.prefixes[0]" in str(err.value) and "disowns.asns: unknown key" in str(err.value)
