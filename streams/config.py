@@ -1,7 +1,15 @@
 """Configuration: read once in the CLI into a frozen object that is passed down.
 
 Sources, later wins: built-in defaults < the TOML file (`--config` / THREATROUTE_CONFIG, else
-deploy/threatroute.toml) < environment (THREATROUTE_BOOTSTRAP) < command-line flags.
+deploy/threatroute.toml) < the pipeline's credentials file < environment (THREATROUTE_BOOTSTRAP,
+THREATROUTE_SASL_*) < command-line flags.
+
+Credentials: `threatroute broker start --secure` writes the pipeline's librdkafka client
+properties (bootstrap, SASL_SSL, SCRAM-SHA-512, user, password, CA) to
+`<state dir>/credentials/pipeline.properties` (mode 0600); every command reads that file, so
+nothing secret is ever typed on a command line. THREATROUTE_CREDENTIALS names another file;
+THREATROUTE_SASL_USERNAME, THREATROUTE_SASL_PASSWORD (or THREATROUTE_SASL_PASSWORD_FILE),
+THREATROUTE_SECURITY_PROTOCOL and THREATROUTE_SSL_CA override single values.
 """
 
 from __future__ import annotations
@@ -38,6 +46,8 @@ PIPELINE_TOPICS = (
     "feedback.invalid",
     "recipients",
 )
+# per-recipient topics: `[topics."alerts.*"]` etc. configure every recipient's topic of a kind
+RECIPIENT_TOPIC_KINDS = ("alerts.*", "feedback.*", "contributions.*")
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,26 @@ class Secret:
 
     def __repr__(self) -> str:
         return "Secret('****')"
+
+
+CREDENTIALS_FILE = "pipeline.properties"
+
+
+def credentials_dir(state_dir: Path) -> Path:
+    """Where the pipeline's and provisioned recipients' client files live (mode 0600 each)."""
+    return state_dir / "credentials"
+
+
+def read_properties(path: Path) -> dict[str, str]:
+    """A Java/librdkafka properties file: `key=value` lines, `#` or `!` comments."""
+    values: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", "!")) or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        values[key.strip()] = value.strip()
+    return values
 
 
 @dataclass(frozen=True)
@@ -86,12 +116,32 @@ class Config:
     baseline_start: str = ""
     sasl_username: str = ""
     sasl_password: Secret = Secret("")
+    security_protocol: str = "PLAINTEXT"
+    ssl_ca_location: str = ""
+    # the embedded broker's own TLS files; empty: a local CA generated on first --secure start
+    broker_tls_ca: Path | None = None
+    broker_tls_keystore: Path | None = None
+    broker_tls_key_password_file: Path | None = None
+    recipient_topics: tuple[TopicSpec, ...] = ()  # templates named "alerts.*", ...
+
+    @property
+    def secure(self) -> bool:
+        """True when the pipeline talks to the broker over TLS with SCRAM (ACLs apply)."""
+        return self.security_protocol.upper() == "SASL_SSL"
 
     def topic(self, name: str) -> TopicSpec:
         for spec in self.topics:
             if spec.name == name:
                 return spec
         raise ConfigError(f"no topic {name!r} in the configuration")
+
+    def recipient_topic(self, name: str) -> TopicSpec:
+        """The spec of one per-recipient topic (`alerts.examplehost`) from its kind's template."""
+        kind = name.split(".", 1)[0] + ".*"
+        for spec in self.recipient_topics:
+            if spec.name == kind:
+                return TopicSpec(name, spec.partitions, spec.replication, dict(spec.configs))
+        raise ConfigError(f"no per-recipient topic kind for {name!r} in the configuration")
 
     def kafka_settings(self) -> dict[str, Any]:
         """librdkafka settings every client shares."""
@@ -103,11 +153,13 @@ class Config:
             "log_level": 7 if logger.isEnabledFor(logging.DEBUG) else 4}
         if self.sasl_username:
             settings.update({
-                "security.protocol": "SASL_PLAINTEXT",
+                "security.protocol": self.security_protocol,
                 "sasl.mechanisms": "SCRAM-SHA-512",
                 "sasl.username": self.sasl_username,
                 "sasl.password": self.sasl_password.value,
             })
+        if self.ssl_ca_location:
+            settings["ssl.ca.location"] = self.ssl_ca_location
         return settings
 
     def baseline_window(self) -> BaselineWindow:
@@ -120,10 +172,11 @@ class Config:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
-def _topic_specs(section: dict[str, Any]) -> tuple[TopicSpec, ...]:
+def _topic_specs(section: dict[str, Any], names: tuple[str, ...] = PIPELINE_TOPICS
+                 ) -> tuple[TopicSpec, ...]:
     defaults = section.get("defaults", {})
     specs = []
-    for name in PIPELINE_TOPICS:
+    for name in names:
         merged = {**defaults, **section.get(name, {})}
         configs = {"retention.ms": str(merged.get("retention_ms", 604_800_000))}
         if merged.get("cleanup_policy"):
@@ -161,6 +214,8 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
     default_bootstrap = kafka.get("bootstrap", f"127.0.0.1:{port}")
     if "THREATROUTE_BROKER_PORT" in os.environ:
         default_bootstrap = f"127.0.0.1:{port}"
+    credentials = _credentials(state_dir)
+    default_bootstrap = credentials.get("bootstrap.servers") or default_bootstrap
     config = Config(
         bootstrap=os.environ.get("THREATROUTE_BOOTSTRAP") or default_bootstrap,
         state_dir=state_dir,
@@ -169,6 +224,7 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
                             or broker.get("controller_port", port + 1)),
         broker_heap=str(broker.get("heap", "1g")),
         topics=_topic_specs(raw.get("topics", {})),
+        recipient_topics=_topic_specs(raw.get("topics", {}), RECIPIENT_TOPIC_KINDS),
         ipasn=_path(data.get("ipasn"), base),
         asnames=_path(data.get("asnames"), base),
         geoip=_path(data.get("geoip"), base),
@@ -184,7 +240,42 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
         metrics_address=str(metrics.get("address", "127.0.0.1")),
         active_days=float(metrics.get("active_days", 7)),
         baseline_start=str(metrics.get("baseline_start", "")),
-        sasl_username=os.environ.get("THREATROUTE_SASL_USERNAME", ""),
-        sasl_password=Secret(os.environ.get("THREATROUTE_SASL_PASSWORD", "")),
+        sasl_username=credentials.get("sasl.username", ""),
+        sasl_password=Secret(credentials.get("sasl.password", "")),
+        security_protocol=credentials.get("security.protocol", "PLAINTEXT").upper(),
+        ssl_ca_location=credentials.get("ssl.ca.location", ""),
+        broker_tls_ca=_path(broker.get("tls_ca"), base),
+        broker_tls_keystore=_path(broker.get("tls_keystore"), base),
+        broker_tls_key_password_file=_path(broker.get("tls_key_password_file"), base),
     )
     return config.with_overrides(**overrides)
+
+
+def _credentials(state_dir: Path) -> dict[str, str]:
+    """The pipeline's client properties: the credentials file, then single env overrides."""
+    named = os.environ.get("THREATROUTE_CREDENTIALS")
+    path = Path(named) if named else credentials_dir(state_dir) / CREDENTIALS_FILE
+    try:
+        values = read_properties(path)
+    except FileNotFoundError:
+        if named:
+            raise ConfigError(f"credentials file not found: {path}") from None
+        values = {}
+    except OSError as exc:
+        raise ConfigError(f"credentials file {path}: {exc.strerror}") from None
+    password_file = os.environ.get("THREATROUTE_SASL_PASSWORD_FILE")
+    if password_file:
+        try:
+            values["sasl.password"] = Path(password_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"THREATROUTE_SASL_PASSWORD_FILE {password_file}: "
+                              f"{exc.strerror}") from None
+    for variable, key in (("THREATROUTE_SASL_USERNAME", "sasl.username"),
+                          ("THREATROUTE_SASL_PASSWORD", "sasl.password"),
+                          ("THREATROUTE_SECURITY_PROTOCOL", "security.protocol"),
+                          ("THREATROUTE_SSL_CA", "ssl.ca.location")):
+        if os.environ.get(variable):
+            values[key] = os.environ[variable]
+    if values.get("sasl.username") and "security.protocol" not in values:
+        values["security.protocol"] = "SASL_SSL"
+    return values

@@ -12,7 +12,7 @@ from threatroute.streams.config import Config
 def start(args: argparse.Namespace, config: Config) -> int:
     from threatroute.streams.kafka import broker
 
-    broker.start(config)
+    broker.start(config, secure=args.secure)
     return DONE
 
 
@@ -45,8 +45,13 @@ def register(subparsers: Any) -> None:
                      description="Run Apache Kafka (KRaft, one node) from its jars for a local "
                                  "pipeline; state in THREATROUTE_STATE or .threatroute/broker.")
     sub = actions(parser)
-    command(sub, "start", help="start it (fetches the jars once) and wait until it serves",
-            handler=start)
+    p = command(sub, "start", help="start it (fetches the jars once) and wait until it serves",
+                handler=start)
+    p.add_argument("--secure", action="store_true",
+                   help="TLS + SASL/SCRAM-SHA-512 on the client listener and ACLs (a local CA, "
+                        "the pipeline's credentials in STATE/credentials/pipeline.properties); "
+                        "a store keeps the mode it was first started in. Without it: "
+                        "PLAINTEXT, for local use only")
     command(sub, "stop", help="stop it", handler=stop)
     command(sub, "status", help="say whether it runs; exit code 1 when it does not",
             handler=status)

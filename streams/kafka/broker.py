@@ -3,6 +3,17 @@
 Files: deploy/kafka/pom.xml pins the jars (resolved by Maven into a cache outside git),
 deploy/kafka/server.properties.template and log4j2.properties configure the broker. State
 (data, logs, pid file) lives in the state directory so stop/start keeps topics and data.
+
+Two modes, chosen when the store is formatted and kept for its life:
+- plaintext (default): no TLS, no authentication, no ACLs; for quick local use only.
+- secure (`--secure`): the client listener speaks TLS + SASL/SCRAM-SHA-512, the KRaft
+  StandardAuthorizer refuses whatever no ACL allows, and the pipeline authenticates as its own
+  super user. A local CA and broker certificate are generated on first start (security.py);
+  the SCRAM users of the pipeline and of the broker itself are seeded when the store is
+  formatted. Every secret is in a 0600 file: the broker's in `broker/secrets.properties` and
+  `server.properties`, the pipeline's in `credentials/pipeline.properties`; the one java
+  command that must name them (StorageTool --add-scram) reads its arguments from a 0600
+  @argfile, so no secret is ever in a process's argv.
 """
 
 from __future__ import annotations
@@ -24,7 +35,14 @@ from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from threatroute.errors import ThreatrouteError
-from threatroute.streams.config import PACKAGE_DATA, Config
+from threatroute.streams.config import (
+    CREDENTIALS_FILE,
+    PACKAGE_DATA,
+    Config,
+    credentials_dir,
+    read_properties,
+)
+from threatroute.streams.kafka import security
 
 KAFKA_DIR = PACKAGE_DATA / "kafka"
 POM = KAFKA_DIR / "pom.xml"
@@ -58,6 +76,22 @@ class BrokerPaths:
     @property
     def console(self) -> Path:
         return self.logs / "console.out"
+
+    @property
+    def mode_file(self) -> Path:
+        return self.root / "mode"
+
+    @property
+    def secrets(self) -> Path:
+        return self.root / "secrets.properties"
+
+
+def pipeline_credentials(config: Config) -> Path:
+    return credentials_dir(config.state_dir) / CREDENTIALS_FILE
+
+
+def tls_dir(config: Config) -> Path:
+    return config.state_dir / "tls"
 
 
 def broker_paths(config: Config) -> BrokerPaths:
@@ -104,10 +138,86 @@ def _java() -> str:
     return java
 
 
-def _render_properties(config: Config, paths: BrokerPaths) -> None:
-    template = string.Template((KAFKA_DIR / "server.properties.template").read_text())
-    paths.properties.write_text(template.substitute(
-        port=config.broker_port, controller_port=config.controller_port, data_dir=paths.data))
+PLAINTEXT_LISTENERS = """
+# PLAINTEXT mode: no TLS, no authentication, no ACLs. For quick local use only.
+listeners=PLAINTEXT://127.0.0.1:${port},CONTROLLER://127.0.0.1:${controller_port}
+advertised.listeners=PLAINTEXT://127.0.0.1:${port}
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+"""
+
+SECURE_LISTENERS = """
+# Secure mode: clients (recipients and the pipeline) connect over TLS with SCRAM-SHA-512; the
+# controller listener stays on loopback with SASL PLAIN, so no anonymous client holds rights.
+listeners=SASL_SSL://127.0.0.1:${port},CONTROLLER://127.0.0.1:${controller_port}
+advertised.listeners=SASL_SSL://127.0.0.1:${port}
+listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:SASL_PLAINTEXT
+inter.broker.listener.name=SASL_SSL
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+sasl.mechanism.controller.protocol=PLAIN
+listener.name.sasl_ssl.sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=\
+  org.apache.kafka.common.security.scram.ScramLoginModule required \
+  username="${broker_user}" password="${broker_password}";
+listener.name.controller.sasl.enabled.mechanisms=PLAIN
+listener.name.controller.plain.sasl.jaas.config=\
+  org.apache.kafka.common.security.plain.PlainLoginModule required \
+  username="${controller_user}" password="${controller_password}" \
+  user_${controller_user}="${controller_password}";
+ssl.keystore.type=PEM
+ssl.keystore.location=${keystore}
+ssl.truststore.type=PEM
+ssl.truststore.location=${ca}
+ssl.client.auth=none
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+allow.everyone.if.no.acl.found=false
+super.users=User:${pipeline_user};User:${broker_user};User:${controller_user}
+# a revoked recipient's open connections must re-authenticate (and fail) within 5 minutes
+connections.max.reauth.ms=300000
+"""
+
+
+def _render_properties(config: Config, paths: BrokerPaths, secure: bool) -> None:
+    template = (KAFKA_DIR / "server.properties.template").read_text()
+    values: dict[str, object] = {"port": config.broker_port,
+                                 "controller_port": config.controller_port,
+                                 "data_dir": paths.data}
+    if secure:
+        secrets, tls = _broker_secrets(paths), _tls(config, paths)
+        values.update(broker_user=security.BROKER_USER, controller_user=security.CONTROLLER_USER,
+                      pipeline_user=security.PIPELINE_USER,
+                      broker_password=secrets["broker.password"],
+                      controller_password=secrets["controller.password"],
+                      keystore=tls[1], ca=tls[0])
+    listeners = SECURE_LISTENERS if secure else PLAINTEXT_LISTENERS
+    if secure and tls[2]:  # an operator's encrypted key (PBES1: Java 17 cannot read PBES2)
+        listeners += f"ssl.key.password={tls[2]}\n"
+    text = string.Template(template + listeners)
+    # 0600: in secure mode it holds the broker's own passwords
+    security.write_private(paths.properties, text.substitute(values))
+
+
+def _broker_secrets(paths: BrokerPaths) -> dict[str, str]:
+    """The broker's own passwords, generated once: SCRAM (inter-broker) and controller."""
+    if paths.secrets.exists():
+        return read_properties(paths.secrets)
+    values = {"broker.password": security.new_password(),
+              "controller.password": security.new_password()}
+    security.write_private(paths.secrets, "".join(f"{k}={v}\n" for k, v in values.items()))
+    return values
+
+
+def _tls(config: Config, paths: BrokerPaths) -> tuple[Path, Path, str]:
+    """(CA, keystore with key and chain, key password or ""): the configured files, else the
+    local CA and broker certificate generated in the state directory."""
+    ca, keystore, password_file = (config.broker_tls_ca, config.broker_tls_keystore,
+                                   config.broker_tls_key_password_file)
+    if ca and keystore:
+        return ca, keystore, password_file.read_text().strip() if password_file else ""
+    if ca or keystore:
+        raise BrokerError("[broker] tls_ca and tls_keystore go together")
+    files = security.ensure_tls(tls_dir(config))
+    return files.ca, files.broker, ""
 
 
 def _cluster_id() -> str:
@@ -115,17 +225,60 @@ def _cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
-def _format_storage(java: str, libs: Path, paths: BrokerPaths) -> None:
-    if (paths.data / "meta.properties").exists():
+def _formatted(paths: BrokerPaths) -> bool:
+    return (paths.data / "meta.properties").exists()
+
+
+def stored_mode(paths: BrokerPaths) -> str | None:
+    """"secure" or "plaintext" for a formatted store (stores from before modes: plaintext)."""
+    if not _formatted(paths):
+        return None
+    try:
+        return paths.mode_file.read_text().strip() or "plaintext"
+    except FileNotFoundError:
+        return "plaintext"
+
+
+def _format_storage(java: str, libs: Path, paths: BrokerPaths, config: Config,
+                    secure: bool) -> None:
+    if _formatted(paths):
         return
-    result = subprocess.run(
-        [java, "-cp", f"{libs}/*",
-         "-Dlog4j2.configurationFile=" + str(KAFKA_DIR / "log4j2.properties"),
-         f"-Dkafka.logs.dir={paths.logs}", "kafka.tools.StorageTool", "format",
-         "-t", _cluster_id(), "-c", str(paths.properties)],
-        capture_output=True, text=True, check=False)
+    arguments = ["-cp", f"{libs}/*",
+                 "-Dlog4j2.configurationFile=" + str(KAFKA_DIR / "log4j2.properties"),
+                 f"-Dkafka.logs.dir={paths.logs}", "kafka.tools.StorageTool", "format",
+                 "-t", _cluster_id(), "-c", str(paths.properties)]
+    if secure:
+        pipeline_password = security.new_password()
+        broker_password = _broker_secrets(paths)["broker.password"]
+        for user, password in ((security.PIPELINE_USER, pipeline_password),
+                               (security.BROKER_USER, broker_password)):
+            arguments += ["--add-scram", f"{security.MECHANISM}=[name={user},password={password}]"]
+    # the java launcher reads the arguments from a 0600 @argfile: argv shows only its path
+    argfile = paths.root / "format.args"
+    security.write_private(argfile, "\n".join(f'"{a}"' for a in arguments) + "\n")
+    try:
+        result = subprocess.run([java, f"@{argfile}"], capture_output=True, text=True,
+                                check=False)
+    finally:
+        argfile.unlink(missing_ok=True)
     if result.returncode != 0:
         raise BrokerError(f"formatting the KRaft store failed:\n{result.stdout}{result.stderr}")
+    paths.mode_file.write_text(("secure" if secure else "plaintext") + "\n")
+    if secure:
+        ca = _tls(config, paths)[0]
+        security.write_private(pipeline_credentials(config), security.client_properties(
+            f"127.0.0.1:{config.broker_port}", security.PIPELINE_USER, pipeline_password, ca,
+            comment="threatroute's own principal (super user): keep this file to the "
+                    "pipeline's operators"))
+
+
+def _client_settings(config: Config, paths: BrokerPaths) -> dict[str, str]:
+    """How this command reaches the broker it started: the pipeline's file in secure mode."""
+    if stored_mode(paths) == "secure":
+        values = read_properties(pipeline_credentials(config))
+        return {k: values[k] for k in ("security.protocol", "sasl.mechanisms", "sasl.username",
+                                       "sasl.password", "ssl.ca.location") if k in values}
+    return {}
 
 
 def running_pid(paths: BrokerPaths) -> int | None:
@@ -141,14 +294,15 @@ def running_pid(paths: BrokerPaths) -> int | None:
     return None
 
 
-def serves_metadata(bootstrap: str, timeout: float = 2.0) -> bool:
+def serves_metadata(bootstrap: str, timeout: float = 2.0,
+                    settings: dict[str, str] | None = None) -> bool:
     """True once the broker answers metadata and every partition it holds has a leader.
 
     After a restart the broker serves metadata before it has loaded its partitions; clients
     that come in between get NOT_LEADER errors, so "started" waits for the leaders too.
     """
     # log_level 0: a broker still starting is expected to refuse us; say nothing about it
-    client = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    client = AdminClient({**(settings or {}), "bootstrap.servers": bootstrap, "log_level": 0})
     try:
         metadata = client.list_topics(timeout=timeout)
         partitions = [TopicPartition(name, p) for name, t in metadata.topics.items()
@@ -163,12 +317,25 @@ def serves_metadata(bootstrap: str, timeout: float = 2.0) -> bool:
     return True
 
 
-def start(config: Config, wait_seconds: float = 90.0) -> str:
-    """Start the broker (fetching and formatting first if needed); returns the bootstrap."""
+def start(config: Config, wait_seconds: float = 90.0, secure: bool = False) -> str:
+    """Start the broker (fetching and formatting first if needed); returns the bootstrap.
+
+    A store keeps the mode it was formatted in: `secure` on a plaintext store is refused
+    (its data would otherwise be open to anyone who had connected before), and a secure
+    store is never started in plaintext.
+    """
     paths = broker_paths(config)
     bootstrap = f"127.0.0.1:{config.broker_port}"
+    mode = stored_mode(paths)
+    if secure and mode == "plaintext":
+        raise BrokerError(f"the broker store in {paths.root} was formatted in plaintext mode; "
+                          "secure mode needs a store of its own: stop the broker and remove "
+                          f"{paths.root} (its topics are lost), or set THREATROUTE_STATE to "
+                          "another directory")
+    secure = secure or mode == "secure"
     if running_pid(paths):
-        print(f"broker already running (pid {running_pid(paths)}) at {bootstrap}")
+        print(f"broker already running (pid {running_pid(paths)}) at {bootstrap}; "
+              f"{_label(config, paths)}")
         return bootstrap
     if serves_metadata(bootstrap, timeout=1.0):
         raise BrokerError(f"something else already serves Kafka at {bootstrap}; use --bootstrap "
@@ -176,8 +343,9 @@ def start(config: Config, wait_seconds: float = 90.0) -> str:
     java, libs = _java(), ensure_jars()
     for folder in (paths.root, paths.data, paths.logs):
         folder.mkdir(parents=True, exist_ok=True)
-    _render_properties(config, paths)
-    _format_storage(java, libs, paths)
+    os.chmod(paths.root, 0o700)  # holds the broker's secrets in secure mode
+    _render_properties(config, paths, secure)
+    _format_storage(java, libs, paths, config, secure)
     command = [java, "-Xms256m", f"-Xmx{config.broker_heap}", "-XX:+UseG1GC",
                "-Djava.awt.headless=true",
                "-Dlog4j2.configurationFile=" + str(KAFKA_DIR / "log4j2.properties"),
@@ -187,19 +355,31 @@ def start(config: Config, wait_seconds: float = 90.0) -> str:
         process = subprocess.Popen(command, stdout=console, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True)
     paths.pid_file.write_text(f"{process.pid} {bootstrap}\n")
+    settings = _client_settings(config, paths)
     deadline = time.monotonic() + wait_seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise BrokerError(f"broker exited with code {process.returncode}; see "
                               f"{paths.logs / 'server.log'} and {paths.console}:\n"
                               + _tail(paths.console))
-        if serves_metadata(bootstrap):
+        if serves_metadata(bootstrap, settings=settings):
             print(f"broker running (pid {process.pid}); bootstrap {bootstrap}; "
-                  f"log {paths.logs / 'server.log'}")
+                  f"log {paths.logs / 'server.log'}; {_label(config, paths)}")
             return bootstrap
         time.sleep(0.5)
     raise BrokerError(f"broker did not serve metadata within {wait_seconds:.0f}s; see "
                       f"{paths.logs / 'server.log'}")
+
+
+def _label(config: Config, paths: BrokerPaths) -> str:
+    if stored_mode(paths) == "secure":
+        return (f"SECURE: TLS + SASL/SCRAM-SHA-512, ACLs enforced; pipeline credentials in "
+                f"{pipeline_credentials(config)}, CA {_tls_ca(config)}")
+    return "PLAINTEXT: no TLS, no authentication, no ACLs (local use only; --secure for more)"
+
+
+def _tls_ca(config: Config) -> Path:
+    return config.broker_tls_ca or security.TlsFiles(tls_dir(config)).ca
 
 
 def stop(config: Config, wait_seconds: float = 30.0) -> bool:
@@ -232,8 +412,9 @@ def status(config: Config) -> bool:
     paths = broker_paths(config)
     pid = running_pid(paths)
     bootstrap = f"127.0.0.1:{config.broker_port}"
-    if pid and serves_metadata(bootstrap):
-        print(f"broker running (pid {pid}); bootstrap {bootstrap}; data {paths.data}")
+    if pid and serves_metadata(bootstrap, settings=_client_settings(config, paths)):
+        print(f"broker running (pid {pid}); bootstrap {bootstrap}; data {paths.data}; "
+              f"{_label(config, paths)}")
         return True
     if pid:
         print(f"broker process {pid} is up but not serving metadata at {bootstrap} yet")

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
+from threatroute import topics
 from threatroute.registry import Recipient, diff_registry, load_registry
 from threatroute.streams.config import Config
-from threatroute.streams.kafka.admin import TopicSpec, admin, ensure_topics
+from threatroute.streams.kafka.admin import admin, ensure_topics
 from threatroute.streams.kafka.clients import AckedProducer, encode
 from threatroute.streams.runtime.views import CompactedView, at_eof, json_fold, replay_consumer
 
@@ -52,11 +54,17 @@ class ImportResult:
     upserts: list[str]
     deletions: list[str]
     topics_created: list[str]
+    provisioned: dict[str, Path] = field(default_factory=dict)  # id -> its credentials file
+    revoked: list[str] = field(default_factory=list)
 
 
 def import_registry(config: Config, text: str, create_alert_topics: bool = True
                     ) -> ImportResult:
-    """Validate the YAML, then write only the changes and tombstones for removed recipients."""
+    """Validate the YAML, then write only the changes and tombstones for removed recipients.
+
+    Against a secure broker, recipients without credentials are provisioned (their client
+    files written to the state directory, mode 0600) and removed ones revoked.
+    """
     desired = load_registry(text)  # raises RegistryError naming entry and field
     current = read_registry(config)
     upserts, deletions = diff_registry(current, desired)
@@ -66,20 +74,35 @@ def import_registry(config: Config, text: str, create_alert_topics: bool = True
     for recipient_id in deletions:
         producer.send(TOPIC, None, recipient_id)
     producer.flush()
-    created = ensure_alert_topics(config, desired) if create_alert_topics else []
-    return ImportResult([r.id for r in upserts], deletions, created)
+    created = ensure_recipient_topics(config, (r.id for r in desired)) \
+        if create_alert_topics else []
+    result = ImportResult([r.id for r in upserts], deletions, created)
+    if config.secure:
+        from threatroute.streams.commands import access  # the secure broker's side of import
+
+        client = admin(config)
+        existing = access.credentialed(client)
+        for recipient in desired:
+            if recipient.id not in existing:
+                result.provisioned[recipient.id] = access.provision(
+                    config, recipient.id, access.default_file(config, recipient.id), client)
+        for recipient_id in deletions:
+            access.revoke(config, recipient_id, client)
+            result.revoked.append(recipient_id)
+    return result
 
 
-def ensure_alert_topics(config: Config, recipients: Iterable[Recipient]) -> list[str]:
-    """Create each recipient's `alerts.<id>` topic if missing; returns those created.
+def ensure_recipient_topics(config: Config, recipient_ids: Iterable[str]) -> list[str]:
+    """Create each recipient's `alerts.<id>`, `feedback.<id>` and `contributions.<id>` if
+    missing, as `[topics."alerts.*"]` etc. configure them; returns those created.
 
-    Alert topics take partitions and retention from `indicators.raw` (7 days by default):
-    a recipient that falls further behind than that misses alerts, which the lag alert in
-    deploy/prometheus warns about. Topics of removed recipients are kept: see README.
+    A recipient that falls further behind than its alert topic's retention (7 days by
+    default) misses alerts, which the lag alert in deploy/prometheus warns about. Topics of
+    removed recipients are kept until `recipients forget`: see README.
     """
-    template = config.topic("indicators.raw")
-    specs = [TopicSpec(r.topic, template.partitions, template.replication,
-                       {"retention.ms": template.configs["retention.ms"]}) for r in recipients]
+    specs = [config.recipient_topic(name) for rid in recipient_ids
+             for name in (topics.alerts_topic(rid), topics.feedback_topic(rid),
+                          topics.contributions_topic(rid))]
     if not specs:
         return []
     outcome = ensure_topics(admin(config), specs)

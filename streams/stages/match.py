@@ -45,7 +45,7 @@ from threatroute.streams.kafka.transactions import (
     transactional_producer,
 )
 from threatroute.streams.runtime.metrics import StageMetrics
-from threatroute.streams.runtime.registry import ensure_alert_topics, registry_view
+from threatroute.streams.runtime.registry import ensure_recipient_topics, registry_view
 from threatroute.streams.runtime.views import CompactedView, at_eof, json_fold, replay_consumer
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ class Routing:
     def rebuild(self, recipients: Mapping[str, Recipient]) -> None:
         # the recipients' topics exist before the index routes to them (import creates them;
         # this covers recipients written to the topic some other way)
-        ensure_alert_topics(self._config, recipients.values())
+        ensure_recipient_topics(self._config, recipients)
         formats = {rid: r.format for rid, r in recipients.items()}
         index = MatchIndex.build(recipients.values(), default_tlp=self._config.default_tlp)
         self.index, self.formats = index, formats  # readers see old or new, never a mix
