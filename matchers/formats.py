@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from threatroute.matchers.dedup import Action, AlertState
+from threatroute.matchers.privacy import DEFAULT, AlertContent, redact_alert
 
 # the columns of a CSV alert, in order (documented in docs/alerts.md)
 CSV_COLUMNS = ("alert_id", "recipient", "notification", "classification", "tlp", "url", "fqdn",
@@ -39,7 +40,10 @@ def alert_record(state: AlertState, action: Action, indicator: Mapping[str, Any]
     }
 
 
-def render(alert: Mapping[str, Any], fmt: str) -> bytes:
+def render(alert: Mapping[str, Any], fmt: str, content: AlertContent = DEFAULT) -> bytes:
+    """The bytes for the recipient's topic: the alert as `content` allows (matchers/privacy.py:
+    by default no victim fields, secrets in URLs masked), in the recipient's format."""
+    alert = redact_alert(alert, content)
     if fmt == "stix":
         return json.dumps(stix_bundle(alert), separators=(",", ":")).encode()
     if fmt == "csv":

@@ -247,6 +247,13 @@ def _parse_entry(raw: Any, label: str, errors: list[str], strict: bool) -> Recip
     classifications = None if classes is None else _listed(
         classes, "classifications", classification_type, mine)
     extras = {key: value for key, value in raw.items() if key not in KNOWN_KEYS}
+    if "alert_content" in extras:  # kept as an extra; checked here, at the edge
+        from threatroute.matchers.privacy import alert_content
+
+        try:
+            alert_content(extras["alert_content"])
+        except InvalidRecord as exc:
+            mine.append(f"alert_content: {exc.reason}")
     try:
         json.dumps(extras)
     except (TypeError, ValueError):

@@ -29,7 +29,9 @@ def fetch_asn(args: argparse.Namespace, config: Config) -> int:
 def fetch_geo(args: argparse.Namespace, config: Config) -> int:
     from threatroute.enrichers import databuild
 
-    key = args.maxmind_key or os.environ.get("MAXMIND_LICENSE_KEY")
+    # a secret never on the command line (argv is visible to every local user): a file or env
+    key = (Path(args.maxmind_key_file).read_text().strip() if args.maxmind_key_file
+           else os.environ.get("MAXMIND_LICENSE_KEY"))
     print(databuild.fetch_geo_data(args.dest, account_id=args.maxmind_account, licence_key=key))
     return DONE
 
@@ -52,4 +54,6 @@ def register(subparsers: Any) -> None:
                                        "else DB-IP lite (internet)", handler=fetch_geo)
     _dest(p)
     p.add_argument("--maxmind-account", help="MaxMind account id")
-    p.add_argument("--maxmind-key", help="MaxMind licence key (or MAXMIND_LICENSE_KEY)")
+    p.add_argument("--maxmind-key-file", metavar="FILE",
+                   help="file holding the MaxMind licence key (or set MAXMIND_LICENSE_KEY); "
+                        "never the key itself on the command line")

@@ -33,6 +33,8 @@ from threatroute.errors import ConfigError
 from threatroute.matchers.dedup import AlertState, DedupPolicy, decide
 from threatroute.matchers.formats import alert_record, render
 from threatroute.matchers.index import MatchIndex
+from threatroute.matchers.privacy import DEFAULT as PRIVATE
+from threatroute.matchers.privacy import AlertContent, content_of
 from threatroute.record import indicator_key
 from threatroute.registry import Recipient
 from threatroute.streams.config import Config
@@ -63,14 +65,17 @@ class Routing:
         self._config = config
         self.index = MatchIndex.build([], default_tlp=config.default_tlp)
         self.formats: dict[str, str] = {}
+        self.contents: dict[str, AlertContent] = {}
 
     def rebuild(self, recipients: Mapping[str, Recipient]) -> None:
         # the recipients' topics exist before the index routes to them (import creates them;
         # this covers recipients written to the topic some other way)
         ensure_recipient_topics(self._config, recipients)
         formats = {rid: r.format for rid, r in recipients.items()}
+        contents = {rid: content_of(r) for rid, r in recipients.items()}
         index = MatchIndex.build(recipients.values(), default_tlp=self._config.default_tlp)
-        self.index, self.formats = index, formats  # readers see old or new, never a mix
+        # readers see old or new, never a mix
+        self.index, self.formats, self.contents = index, formats, contents
         log.info("match index rebuilt: %d recipients", len(recipients))
 
 
@@ -224,7 +229,9 @@ class MatchStage:
             self.producer.produce(LEDGER, encode(alert), state.alert_id)
             if action.notifies:
                 fmt = self.routing.formats.get(match.recipient_id, "json")
-                self.producer.produce(f"alerts.{match.recipient_id}", render(alert, fmt), key)
+                content = self.routing.contents.get(match.recipient_id, PRIVATE)
+                self.producer.produce(f"alerts.{match.recipient_id}",
+                                      render(alert, fmt, content), key)
             self.counts[action.value] += 1
             self._poll()
         observed = record.get("time", {}).get("observation") if isinstance(record, dict) else None

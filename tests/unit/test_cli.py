@@ -58,7 +58,8 @@ def test_top_level_help_says_what_the_tool_does_and_the_exit_codes():
 def test_global_options_before_or_after_every_subcommand(path):
     extra = {("ingest",): ["jsonl", "-"], ("run",): ["all"], ("tail",): ["r"],
              ("feedback",): ["a", "remediated"], ("recipients", "import"): ["f"],
-             ("recipients", "show"): ["r"]}.get(path, [])
+             ("recipients", "show"): ["r"], ("recipients", "provision"): ["r", "--out", "f"],
+             ("recipients", "revoke"): ["r"], ("recipients", "forget"): ["r"]}.get(path, [])
     options = ["--config", "c.toml", "--bootstrap", "h:1", "--log-format", "json",
                "--log-level", "warning"]
     before, after = parse(*options, *path, *extra), parse(*path, *extra, *options)
