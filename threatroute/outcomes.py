@@ -206,6 +206,24 @@ def apply_feedback(feedback: Any, facts: AlertFacts | None, current: AlertStatus
         note=note)
 
 
+
+def judge_report(sender: str, feedback: Any, facts: AlertFacts | None,
+                 current: AlertStatus | None, now: datetime) -> AlertStatus:
+    """Judge a report that arrived on `feedback.<sender>`: who sent it is the topic's
+    recipient, never what the record says (the broker lets only `sender` write there).
+
+    A report naming another recipient is refused; otherwise the sender becomes the report's
+    recipient and `apply_feedback` refuses an alert id that was not sent to it (so an alert id
+    read elsewhere is no capability), an unknown id, and everything else it checks.
+    """
+    if isinstance(feedback, Mapping):
+        named = feedback.get("recipient")
+        if named is not None and named != sender:
+            raise InvalidRecord(f"report names recipient {str(named)[:64]!r} but arrived on "
+                                f"the feedback topic of {sender!r}", "recipient")
+        feedback = {**feedback, "recipient": sender}
+    return apply_feedback(feedback, facts, current, now)
+
 HOURS = 3600.0
 DURATION_BUCKETS = (300.0, 900.0, 3600.0, 4 * HOURS, 12 * HOURS, 24 * HOURS, 48 * HOURS,
                     7 * 24 * HOURS, 30 * 24 * HOURS)

@@ -16,6 +16,7 @@ from threatroute.outcomes import (
     Histogram,
     alert_facts,
     apply_feedback,
+    judge_report,
     summarise,
 )
 
@@ -385,3 +386,37 @@ def test_feedback_applied_in_sequence_feeds_summarise():
     assert snap.time_to_remediate["alpha"].sum == 86400.0
     assert snap.remediation_ratio == {"alpha": 1.0}
     assert snap.active_now == {"alpha": 1}  # remediated inside the window still counts
+
+
+# --- who sent a report: the topic it arrived on (issue 9) ----------------------------------
+
+def test_a_report_on_the_owners_topic_is_accepted_and_attributed_to_it():
+    status = judge_report("alpha", feedback(), FACTS, None, NOW)
+    assert (status.alert_id, status.recipient, status.status) == (ALERT_ID, "alpha",
+                                                                  "acknowledged")
+
+
+def test_the_record_need_not_say_who_it_is():
+    record = feedback()
+    del record["recipient"]
+    assert judge_report("alpha", record, FACTS, None, NOW).recipient == "alpha"
+
+
+def test_a_report_naming_another_recipient_is_refused():
+    with pytest.raises(InvalidRecord) as refused:
+        judge_report("beta", feedback(), FACTS, None, NOW)  # names alpha, came from beta
+    assert refused.value.field == "recipient"
+
+
+def test_an_alert_id_sent_to_someone_else_is_no_capability():
+    record = feedback()
+    record["recipient"] = "beta"  # beta learned alpha's alert id and claims it honestly
+    with pytest.raises(InvalidRecord) as refused:
+        judge_report("beta", record, FACTS, None, NOW)
+    assert refused.value.field == "recipient"
+    assert "alpha" not in refused.value.reason, "never says whom the alert went to"
+
+
+def test_an_unknown_alert_is_refused():
+    with pytest.raises(InvalidRecord):
+        judge_report("alpha", feedback(), None, None, NOW)

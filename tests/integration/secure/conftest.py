@@ -99,3 +99,16 @@ def secure() -> Iterator[SecureBroker]:
         yield broker
     finally:
         broker.run("broker", "stop", check=False)
+
+
+def registry_yaml(*extra: str) -> str:
+    """The secure tests' registry: A and B always (an import revokes whoever it leaves out),
+    plus `extra` recipients that own nothing."""
+    entries = [
+        f"  - id: {A}\n    name: Hoster A\n    owns: {{prefixes: [192.0.2.0/24]}}\n"
+        "    tlp_clearance: amber\n",
+        f"  - id: {B}\n    name: Hoster B\n    owns: {{prefixes: [198.51.100.0/24]}}\n"
+        "    tlp_clearance: amber\n",
+        *(f"  - id: {rid}\n    name: {rid}\n" for rid in extra),
+    ]
+    return "recipients:\n" + "".join(entries)
