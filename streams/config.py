@@ -45,6 +45,8 @@ PIPELINE_TOPICS = (
     "feedback",
     "feedback.invalid",
     "recipients",
+    "gateway.tokens",
+    "delivery.failed",
 )
 # per-recipient topics: `[topics."alerts.*"]` etc. configure every recipient's topic of a kind
 RECIPIENT_TOPIC_KINDS = ("alerts.*", "feedback.*", "contributions.*")
@@ -92,6 +94,33 @@ def read_properties(path: Path) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
+class GatewaySettings:
+    """`threatroute gateway` ([gateway] in the TOML)."""
+
+    public_url: str = ""              # how recipients reach it, for links in e-mails
+    rate_limit: str = "300/minute"    # per recipient (limits' notation)
+    auth_failure_limit: str = "30/minute"  # refused credentials per client address
+    refresh_seconds: float = 1.0      # a recipient's cached alerts are this fresh at most
+    max_page: int = 1000              # largest TAXII page and alert list
+    cached_recipients: int = 1000     # recipients whose alerts are held in memory at once
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    """`threatroute deliver`: webhooks and e-mail digests ([delivery] and [smtp])."""
+
+    backoff_seconds: float = 1.0      # first retry delay of a webhook, doubled per attempt
+    backoff_max_seconds: float = 60.0
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 25
+    smtp_starttls: bool = False
+    smtp_username: str = ""
+    smtp_password: Secret = Secret("")
+    smtp_cafile: str = ""              # CA to verify the server's STARTTLS certificate
+    mail_from: str = "threatroute@localhost"
+
+
+@dataclass(frozen=True)
 class Config:
     bootstrap: str
     state_dir: Path
@@ -123,6 +152,8 @@ class Config:
     broker_tls_keystore: Path | None = None
     broker_tls_key_password_file: Path | None = None
     recipient_topics: tuple[TopicSpec, ...] = ()  # templates named "alerts.*", ...
+    gateway: GatewaySettings = GatewaySettings()
+    delivery: DeliverySettings = DeliverySettings()
 
     @property
     def secure(self) -> bool:
@@ -189,6 +220,47 @@ def _topic_specs(section: dict[str, Any], names: tuple[str, ...] = PIPELINE_TOPI
     return tuple(specs)
 
 
+def _gateway(raw: dict[str, Any]) -> GatewaySettings:
+    defaults = GatewaySettings()
+    try:
+        return GatewaySettings(
+            public_url=str(raw.get("public_url", defaults.public_url)).rstrip("/"),
+            rate_limit=str(raw.get("rate_limit", defaults.rate_limit)),
+            auth_failure_limit=str(raw.get("auth_failure_limit", defaults.auth_failure_limit)),
+            refresh_seconds=float(raw.get("refresh_seconds", defaults.refresh_seconds)),
+            max_page=int(raw.get("max_page", defaults.max_page)),
+            cached_recipients=int(raw.get("cached_recipients", defaults.cached_recipients)))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"[gateway]: {exc}") from None
+
+
+def _delivery(delivery: dict[str, Any], smtp: dict[str, Any]) -> DeliverySettings:
+    """[delivery] and [smtp]; the SMTP password only from THREATROUTE_SMTP_PASSWORD or the
+    file named by `password_file`, never from the TOML itself or a flag."""
+    defaults = DeliverySettings()
+    password = os.environ.get("THREATROUTE_SMTP_PASSWORD", "")
+    if not password and smtp.get("password_file"):
+        try:
+            password = Path(str(smtp["password_file"])).expanduser().read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"[smtp] password_file: {exc.strerror}") from None
+    try:
+        return DeliverySettings(
+            backoff_seconds=float(delivery.get("backoff_seconds", defaults.backoff_seconds)),
+            backoff_max_seconds=float(delivery.get("backoff_max_seconds",
+                                                   defaults.backoff_max_seconds)),
+            smtp_host=str(smtp.get("host", defaults.smtp_host)),
+            smtp_port=int(os.environ.get("THREATROUTE_SMTP_PORT")
+                          or smtp.get("port", defaults.smtp_port)),
+            smtp_starttls=bool(smtp.get("starttls", defaults.smtp_starttls)),
+            smtp_username=str(smtp.get("username", defaults.smtp_username)),
+            smtp_password=Secret(password),
+            smtp_cafile=str(smtp.get("cafile", defaults.smtp_cafile)),
+            mail_from=str(smtp.get("from", defaults.mail_from)))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"[delivery]/[smtp]: {exc}") from None
+
+
 def _path(value: str | None, base: Path) -> Path | None:
     if not value:
         return None
@@ -247,6 +319,8 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
         broker_tls_ca=_path(broker.get("tls_ca"), base),
         broker_tls_keystore=_path(broker.get("tls_keystore"), base),
         broker_tls_key_password_file=_path(broker.get("tls_key_password_file"), base),
+        gateway=_gateway(raw.get("gateway", {})),
+        delivery=_delivery(raw.get("delivery", {}), raw.get("smtp", {})),
     )
     return config.with_overrides(**overrides)
 

@@ -14,6 +14,9 @@ Decisions:
   and topic values pass through older workers. Unknown keys *inside* `owns` / `subscribe` are
   an error in YAML, because a typo there (`prefix:`) would silently lose routing; `from_json`
   ignores them (forward compatibility on the topic).
+- Push delivery (`delivery:`, optional) names where secrets live (`secret_file`/`secret_env`),
+  never a secret itself: the registry travels on a topic every pipeline worker reads. An
+  inline `secret:` is an error. See `Delivery`.
 - A prefix with host bits set (`192.0.2.5/24`) is an error, not silently widened: in an
   ownership claim it is almost always a typo.
 - `disowns` (optional, `prefixes` and `domains`) lists what a recipient's `owns` rules cover but
@@ -46,7 +49,9 @@ OWNS_KEYS = ("asns", "prefixes", "domains")
 SUBSCRIBE_KEYS = ("countries", "asns", "prefixes", "domains")
 DISOWNS_KEYS = ("prefixes", "domains")
 KNOWN_KEYS = frozenset({"id", "name", "contacts", "owns", "subscribe", "classifications",
-                        "min_confidence", "tlp_clearance", "format", "disowns"})
+                        "min_confidence", "tlp_clearance", "format", "disowns", "delivery"})
+WEBHOOK_FORMATS = ("json", "stix")
+MAX_ATTEMPTS = 100
 _EMAIL = re.compile(r"[^@\s]+@([^@\s]+)")
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: 100k entries in seconds
 
@@ -79,6 +84,57 @@ class Subscribe:
 
 
 @dataclass(frozen=True, slots=True)
+class Webhook:
+    """POST each alert to `url`, signed (HMAC-SHA256 over the body) with the secret read from
+    `secret_file` or the environment variable `secret_env`; `max_attempts` tries per alert
+    (with backoff) before it is dead-lettered."""
+
+    url: str
+    format: str = "json"
+    secret_file: str | None = None
+    secret_env: str | None = None
+    max_attempts: int = 5
+    timeout: float = 10.0
+
+    def to_json(self) -> dict[str, Any]:
+        value: dict[str, Any] = {"url": self.url, "format": self.format,
+                                 "max_attempts": self.max_attempts, "timeout": self.timeout}
+        if self.secret_file:
+            value["secret_file"] = self.secret_file
+        if self.secret_env:
+            value["secret_env"] = self.secret_env
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class Email:
+    """A digest of the new alerts every `interval_seconds` to `to` (default: the contacts
+    that are e-mail addresses)."""
+
+    to: tuple[str, ...] = ()
+    interval_seconds: int = 3600
+
+    def to_json(self) -> dict[str, Any]:
+        return {"to": list(self.to), "interval_seconds": self.interval_seconds}
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """Push delivery of a recipient's alerts (`threatroute deliver`); both optional."""
+
+    webhook: Webhook | None = None
+    email: Email | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        value: dict[str, Any] = {}
+        if self.webhook:
+            value["webhook"] = self.webhook.to_json()
+        if self.email:
+            value["email"] = self.email.to_json()
+        return value
+
+
+@dataclass(frozen=True, slots=True)
 class Recipient:
     """One registry entry. The constructor does not validate: use `load_registry`/`from_json`
     for anything that came from outside."""
@@ -92,6 +148,7 @@ class Recipient:
     min_confidence: float = 0.0
     tlp_clearance: str = DEFAULT_CLEARANCE
     format: str = "json"
+    delivery: Delivery | None = None
     extras: Mapping[str, Any] = field(default_factory=dict, hash=False)  # unknown keys, kept
     disowns: Owns = Owns()  # covered by `owns` but not its (accepted corrections)
 
@@ -116,7 +173,14 @@ class Recipient:
         )
         if self.disowns != Owns():
             value["disowns"] = {key: list(getattr(self.disowns, key)) for key in DISOWNS_KEYS}
+        if self.delivery is not None:
+            value["delivery"] = self.delivery.to_json()
         return value
+
+    @property
+    def emails(self) -> tuple[str, ...]:
+        """The contacts that are e-mail addresses (the default digest recipients)."""
+        return tuple(c for c in self.contacts if _EMAIL.fullmatch(c))
 
     @classmethod
     def from_json(cls, value: Mapping[str, Any]) -> Recipient:
@@ -203,6 +267,106 @@ def _format(value: object) -> str:
     return text
 
 
+def _env_name(value: object) -> str:
+    text = fields.string(value)
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", text):
+        raise InvalidRecord(f"not an environment variable name: {text[:64]!r}")
+    return text
+
+
+def _count(low: int, high: int) -> Callable[[Any], int]:
+    def check(value: object) -> int:
+        number = fields.integer(value)
+        if not low <= number <= high:
+            raise InvalidRecord(f"{number} is not between {low} and {high}")
+        return number
+    return check
+
+
+def _seconds(value: object) -> float:
+    number = fields.number(value)
+    if not 0 < number <= 300:
+        raise InvalidRecord(f"{number} is not between 0 and 300 seconds")
+    return number
+
+
+def _webhook_format(value: object) -> str:
+    text = fields.lowercase_string(value)
+    if text not in WEBHOOK_FORMATS:
+        raise InvalidRecord(f"unknown format {text!r}; expected {' or '.join(WEBHOOK_FORMATS)}")
+    return text
+
+
+def _email(value: object) -> str:
+    text = fields.string(value)
+    email = _EMAIL.fullmatch(text)
+    if not email:
+        raise InvalidRecord(f"not an email address: {text[:64]!r}")
+    fields.fqdn(email.group(1))
+    return text
+
+
+def _webhook_url(value: object) -> str:
+    text = fields.string(value)
+    if not re.match(r"https?://", text, re.IGNORECASE):
+        raise InvalidRecord(f"not an http(s) URL: {text[:64]!r}")
+    return fields.url(text).url
+
+
+def _delivery(raw: Any, errors: list[str], strict: bool) -> Delivery | None:
+    """Validate the optional `delivery:` section (see `Delivery`)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        errors.append("delivery: expected a mapping with webhook and/or email")
+        return None
+    mine: list[str] = []
+    if strict:
+        mine += [f"{key}: unknown key; expected webhook, email" for key in raw
+                 if key not in ("webhook", "email")]
+    webhook = email = None
+    hook = raw.get("webhook")
+    if hook is not None:
+        if not isinstance(hook, Mapping):
+            mine.append("webhook: expected a mapping")
+        else:
+            known = {"url", "format", "secret_file", "secret_env", "max_attempts", "timeout"}
+            if "secret" in hook:  # the value would sit on a topic every worker reads
+                mine.append("webhook.secret: never put the secret in the registry; name a "
+                            "secret_file or secret_env")
+            if strict:
+                mine += [f"webhook.{key}: unknown key" for key in hook
+                         if key not in known and key != "secret"]
+            if hook.get("url") is None:
+                mine.append("webhook.url: missing")
+            if hook.get("secret_file") is None and hook.get("secret_env") is None:
+                mine.append("webhook: name its signing secret's secret_file or secret_env")
+            found: list[str] = []
+            webhook = Webhook(
+                url=_scalar(hook, "url", _webhook_url, "", found),
+                format=_scalar(hook, "format", _webhook_format, "json", found),
+                secret_file=_scalar(hook, "secret_file", fields.string, None, found),
+                secret_env=_scalar(hook, "secret_env", _env_name, None, found),
+                max_attempts=_scalar(hook, "max_attempts", _count(1, MAX_ATTEMPTS), 5, found),
+                timeout=_scalar(hook, "timeout", _seconds, 10.0, found))
+            mine += [f"webhook.{message}" for message in found]
+    mail = raw.get("email")
+    if mail is not None:
+        if not isinstance(mail, Mapping):
+            mine.append("email: expected a mapping")
+        else:
+            if strict:
+                mine += [f"email.{key}: unknown key" for key in mail
+                         if key not in ("to", "interval_seconds")]
+            found = []
+            email = Email(to=_listed(mail.get("to"), "to", _email, found),
+                          interval_seconds=_scalar(mail, "interval_seconds",
+                                                   _count(1, 7 * 86400), 3600, found))
+            mine += [f"email.{message}" for message in found]
+    errors.extend(f"delivery.{message}" for message in mine)
+    return None if mine else Delivery(webhook, email)
+
+
 def _identifier(value: object) -> str:
     if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
         raise InvalidRecord(f"{str(value)[:80]!r} does not match {ID_PATTERN.pattern}")
@@ -268,6 +432,7 @@ def _parse_entry(raw: Any, label: str, errors: list[str], strict: bool) -> Recip
         min_confidence=_scalar(raw, "min_confidence", fields.confidence, 0.0, mine),
         tlp_clearance=_scalar(raw, "tlp_clearance", fields.tlp, DEFAULT_CLEARANCE, mine),
         format=_scalar(raw, "format", _format, "json", mine),
+        delivery=_delivery(raw.get("delivery"), mine, strict),
         extras=extras,
         disowns=Owns(**disowns),
     )
@@ -361,10 +526,13 @@ __all__ = [
     "DEFAULT_CLEARANCE",
     "FORMATS",
     "ID_PATTERN",
+    "Delivery",
+    "Email",
     "Owns",
     "Recipient",
     "RegistryError",
     "Subscribe",
+    "Webhook",
     "diff_registry",
     "load_registry",
 ]

@@ -18,6 +18,8 @@ MATCH_STATE = "match.state"             # the match stage's dedup changelog
 FEEDBACK = "feedback"                   # the shared feedback topic (plaintext mode)
 FEEDBACK_INVALID = "feedback.invalid"   # dead letters of the feedback stage
 RECIPIENTS = "recipients"               # the compacted registry
+GATEWAY_TOKENS = "gateway.tokens"       # compacted: recipient id -> hash of its gateway token
+DELIVERY_FAILED = "delivery.failed"     # dead letters of push delivery (webhook, e-mail)
 
 # per-recipient topics: what the recipient reads, and what it writes back
 ALERTS_PREFIX = "alerts."
@@ -52,3 +54,10 @@ def recipient_of(topic: str, prefix: str) -> str | None:
 def group_id(stage: str) -> str:
     """The consumer group of a pipeline stage (asn, geo, hoster, match, feedback, ...)."""
     return f"{GROUP_PREFIX}{stage}"
+
+
+def delivery_group(path: str, recipient_id: str) -> str:
+    """The group of one push-delivery path (webhook, email) for one recipient: the pipeline's
+    own (`threatroute-` prefix), never the recipient's `<id>.` groups, so a recipient's own
+    clients cannot move the offsets of what is pushed to it."""
+    return group_id(f"{path}.{recipient_id}")

@@ -1,4 +1,4 @@
-"""`threatroute recipients import|list|show|provision|revoke|forget`: the registry on the
+"""`threatroute recipients import|list|show|provision|revoke|forget|token`: the registry on the
 compacted `recipients` topic, and each recipient's access (streams/commands/access.py)."""
 
 from __future__ import annotations
@@ -81,6 +81,14 @@ def forget(args: argparse.Namespace, config: Config) -> int:
     print(f"forgot {args.id}: credential {'removed' if gone.credential else 'absent'}, "
           f"{gone.acls} ACLs removed, registry entry {entry}, "
           f"topics deleted: {', '.join(gone.topics_deleted) or 'none'}; tombstoned {rows}")
+
+
+def token(args: argparse.Namespace, config: Config) -> int:
+    from threatroute.streams.gateway.tokens import issue_token
+
+    issue_token(config, args.id, Path(args.out))
+    print(f"gateway token for {args.id} written to {args.out} (mode 0600); any earlier token "
+          "of it no longer works")
     return DONE
 
 
@@ -114,3 +122,10 @@ def register(subparsers: Any) -> None:
                                     "state (ledger, status and match state rows)",
                 handler=forget, kafka=True)
     p.add_argument("id", metavar="ID")
+    p = command(sub, "token", help="issue or rotate a recipient's gateway token",
+                description="Issue a new gateway token for recipient ID and write it, alone, to "
+                            "FILE (mode 0600). The gateway keeps only its hash (topic "
+                            "gateway.tokens); the recipient's earlier token stops working.",
+                handler=token, kafka=True)
+    p.add_argument("id", metavar="ID")
+    p.add_argument("--out", metavar="FILE", required=True, help="where to write the token")

@@ -45,6 +45,7 @@ class Input:
     key: bytes | None
     record: dict[str, Any]
     raw: bytes
+    timestamp_ms: int = 0  # the message's Kafka timestamp
 
 
 class Stage(Protocol):
@@ -66,10 +67,15 @@ class StageStats:
     batches: int = 0
 
 
-def decode_batch(messages: list[Message]) -> tuple[list[Input], list[Refused]]:
+def decode_batch(messages: list[Message], raw_input: bool = False
+                 ) -> tuple[list[Input], list[Refused]]:
+    """JSON objects, or (`raw_input`) the bytes alone for a stage that reads another format."""
     inputs, refused = [], []
     for message in messages:
         raw = message.value() or b""
+        if raw_input:
+            inputs.append(Input(message.key(), {}, raw, message.timestamp()[1]))
+            continue
         try:
             record = decode(raw)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -78,7 +84,7 @@ def decode_batch(messages: list[Message]) -> tuple[list[Input], list[Refused]]:
         if not isinstance(record, dict):
             refused.append(Refused(raw, f"expected a JSON object, got {type(record).__name__}"))
             continue
-        inputs.append(Input(message.key(), record, raw))
+        inputs.append(Input(message.key(), record, raw, message.timestamp()[1]))
     return inputs, refused
 
 
@@ -106,7 +112,7 @@ def run_stage(stage: Stage, consumer: Consumer, producer: AckedProducer,
                     metrics.lag(consumer)
                 continue
             started = time.perf_counter()
-            inputs, undecodable = decode_batch(messages)
+            inputs, undecodable = decode_batch(messages, getattr(stage, "raw_input", False))
             results = stage.process(inputs) if inputs else []
             produced = refused_count = 0
             for result in [*undecodable, *results]:

@@ -110,6 +110,29 @@ class Metrics:
         self.feedback_records = Counter("threatroute_feedback_records",
                                         "Feedback records accepted or invalid", ["outcome"],
                                         registry=r)
+        # delivery paths: taxii, api and page (the gateway), webhook and email (push)
+        self.delivery_sent = Counter("threatroute_delivery_sent",
+                                     "Alerts delivered (push) or served (gateway), per path",
+                                     ["path", "recipient"], registry=r)
+        self.delivery_failed = Counter("threatroute_delivery_failed",
+                                       "Alerts dead-lettered (push) or requests failed (gateway)",
+                                       ["path", "recipient"], registry=r)
+        self.delivery_retried = Counter("threatroute_delivery_retried",
+                                        "Delivery attempts repeated after a failure",
+                                        ["path", "recipient"], registry=r)
+        self.delivery_latency = Histogram("threatroute_delivery_latency_seconds",
+                                          "Push: alert on its topic to delivered; gateway: "
+                                          "request to response", ["path"],
+                                          buckets=LATENCY_BUCKETS, registry=r)
+        self.gateway_requests = Counter("threatroute_gateway_requests",
+                                        "Gateway responses by path and HTTP status",
+                                        ["path", "code"], registry=r)
+        self.gateway_answers = Counter("threatroute_gateway_answers",
+                                       "Feedback written through the gateway", ["path", "status"],
+                                       registry=r)
+        self.gateway_contributions = Counter("threatroute_gateway_contributions",
+                                             "Records written to contributions.<id>",
+                                             ["recipient"], registry=r)
         self._stages: dict[str, StageMetrics] = {}
 
     def stage(self, name: str) -> StageMetrics:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
@@ -36,6 +37,39 @@ def replay_consumer(config: Config) -> Consumer:
 def at_eof(message: Message) -> bool:
     error = message.error()
     return error is not None and error.code() == KafkaError._PARTITION_EOF
+
+
+def read_to_end(consumer: Consumer, start: list[TopicPartition], timeout: float = 30.0
+                ) -> list[Message]:
+    """Every message from `start` (positions) to each partition's current end, with a consumer
+    made with `enable.partition.eof`; partitions already at their end are skipped."""
+    behind = []
+    for tp in start:
+        low, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition),
+                                                   timeout=10)
+        offset = low if tp.offset < 0 else max(tp.offset, low)
+        if offset < high:
+            behind.append(TopicPartition(tp.topic, tp.partition, offset))
+    if not behind:
+        return []
+    consumer.assign(behind)
+    waiting = {(tp.topic, tp.partition) for tp in behind}
+    messages: list[Message] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while waiting and time.monotonic() < deadline:
+            for message in consumer.consume(500, timeout=0.2):
+                if at_eof(message):
+                    waiting.discard((message.topic(), message.partition()))
+                elif (error := message.error()) is None:
+                    messages.append(message)
+                else:
+                    log.warning("reading %s: %s", message.topic(), error.str())
+    finally:
+        consumer.unassign()
+    if waiting:
+        raise TimeoutError(f"{sorted(waiting)} not read to the end in {timeout}s")
+    return messages
 
 
 class CompactedView(Generic[V]):
