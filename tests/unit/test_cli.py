@@ -59,7 +59,8 @@ def test_global_options_before_or_after_every_subcommand(path):
     extra = {("ingest",): ["jsonl", "-"], ("run",): ["all"], ("tail",): ["r"],
              ("feedback",): ["a", "remediated"], ("recipients", "import"): ["f"],
              ("recipients", "show"): ["r"], ("recipients", "provision"): ["r", "--out", "f"],
-             ("recipients", "revoke"): ["r"], ("recipients", "forget"): ["r"]}.get(path, [])
+             ("recipients", "revoke"): ["r"], ("recipients", "forget"): ["r"],
+             ("recipients", "token"): ["r", "--out", "f"]}.get(path, [])
     options = ["--config", "c.toml", "--bootstrap", "h:1", "--log-format", "json",
                "--log-level", "warning"]
     before, after = parse(*options, *path, *extra), parse(*path, *extra, *options)
