@@ -11,7 +11,6 @@ from fastapi import APIRouter, Body, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from threatroute import topics
-from threatroute.errors import InvalidRecord
 from threatroute.outcomes import STATUSES
 from threatroute.streams.gateway.auth import Refused
 from threatroute.streams.gateway.services import OPEN, Me, Svc
@@ -25,7 +24,9 @@ ALERT_ID = r"^[A-Za-z0-9_-]{22,256}$"
 MAX_RECORDS = 1000
 MAX_RECORD_BYTES = 1 << 20
 ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "the body is not JSON"},
     401: {"description": "missing or wrong credentials"},
+    413: {"description": "too many records, or one too large"},
     404: {"description": "no such alert among yours"},
     429: {"description": "rate limit exceeded (see Retry-After)"},
     503: {"description": "the broker did not take the record; try again"},
@@ -59,7 +60,7 @@ class AlertDetail(AlertSummary):
 class FeedbackIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     status: Status
-    note: str | None = Field(None, max_length=4096)
+    note: str | None = Field(None, max_length=4096, description="free text; blank: none")
 
 
 class FeedbackOut(BaseModel):
@@ -119,15 +120,15 @@ def post_feedback(alert_id: AlertId, answer: FeedbackIn, recipient: Me,
                   svc: Svc) -> FeedbackOut:
     if alert_id not in svc.store.book(recipient).latest:
         raise Refused(404, "Not found", "no such alert among yours")
+    note = answer.note.strip() if answer.note else None
     try:
-        return FeedbackOut(**svc.answer(recipient, alert_id, answer.status, answer.note, "api"))
-    except InvalidRecord as exc:
-        raise Refused(422, "Unprocessable", exc.reason) from None
+        return FeedbackOut(**svc.answer(recipient, alert_id, answer.status, note or None, "api"))
     except WriteError as exc:
         raise _write_failed(exc) from None
 
 
-Contribution = dict[str, Any] | list[dict[str, Any]]
+Contribution = dict[str, Any] | Annotated[list[dict[str, Any]],
+                                          Field(min_length=1, max_length=MAX_RECORDS)]
 
 
 @router.post("/contributions", status_code=202, response_model=ContributionOut,
@@ -139,13 +140,6 @@ Contribution = dict[str, Any] | list[dict[str, Any]]
 def contribute(body: Annotated[Contribution, Body()], recipient: Me,
                svc: Svc) -> ContributionOut:
     records = body if isinstance(body, list) else [body]
-    if not records:
-        raise Refused(422, "Unprocessable", "nothing to contribute")
-    if len(records) > MAX_RECORDS:
-        raise Refused(413, "Too large", f"at most {MAX_RECORDS} records per request")
-    if isinstance(body, dict) and body.get("type") == "bundle" \
-            and not isinstance(body.get("objects"), list):
-        raise Refused(422, "Unprocessable", "a STIX bundle needs an objects list")
     values: list[tuple[str | None, bytes]] = [(None, encode(record)) for record in records]
     if any(len(value) > MAX_RECORD_BYTES for _, value in values):
         raise Refused(413, "Too large", f"a record is larger than {MAX_RECORD_BYTES} bytes")

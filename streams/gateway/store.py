@@ -66,6 +66,7 @@ class AlertBook:
     latest: dict[str, Sent] = field(default_factory=dict)
     objects: list[TaxiiObject] = field(default_factory=list)  # sorted by order
     unreadable: int = 0
+    added_in_ms: dict[int, int] = field(default_factory=dict)  # objects per millisecond
     refreshed: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -86,7 +87,10 @@ class AlertBook:
         previous = self.latest.get(received.alert_id)
         if previous is None or (stamp, offset) >= (previous.timestamp_ms, previous.offset):
             self.latest[received.alert_id] = sent
-        for item in objects_of(received.stix, stamp, topic_partition, offset):
+        # a date_added of its own for every object (streams/gateway/taxii.py)
+        used = self.added_in_ms.get(stamp, 0)
+        self.added_in_ms[stamp] = used + len(received.stix)
+        for item in objects_of(received.stix, stamp * 1000 + used, topic_partition, offset):
             bisect.insort(self.objects, item, key=lambda o: o.order)
 
 

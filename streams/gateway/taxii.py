@@ -1,11 +1,12 @@
 """TAXII 2.1 over a recipient's alerts: the objects, their filters and pages. Pure.
 
 One collection per recipient; its objects are the STIX objects of the alerts on
-`alerts.<id>` (matchers/received.py). `date_added` is the alert message's Kafka timestamp,
-plus the object's index within its alert in microseconds, so every object of a collection
-has its own `date_added` and a client resuming with `added_after` never skips the sighting
-that shares a millisecond with its indicator. Filtering follows the TAXII 2.1 specification
-(section 3.4) the way OASIS's reference server (medallion) applies it: match[id],
+`alerts.<id>` (matchers/received.py). `date_added` is the alert message's Kafka timestamp
+(milliseconds) plus a microsecond count of the objects already added in that millisecond,
+so every object of a collection has its own `date_added` and a client resuming with
+`added_after` never skips an object that shares a millisecond with the last one it got (the
+match stage writes a batch of alerts within one millisecond). Filtering follows the TAXII 2.1
+specification (section 3.4) the way OASIS's reference server (medallion) applies it: match[id],
 match[type], match[spec_version], added_after, then match[version] (default `last`), then
 sorted by date_added and cut into pages of `limit`, with an opaque `next`.
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,7 +24,6 @@ TAXII_MEDIA = "application/taxii+json;version=2.1"
 STIX_MEDIA = "application/stix+json;version=2.1"
 _COLLECTIONS = uuid.UUID("0c6a4d43-3d61-4e5e-9b3b-2a1bd1d8e6a7")  # collection ids per recipient
 _NEXT = re.compile(r"(\d{1,20})\.(\d{1,10})\.(\d{1,20})\.(\d{1,6})")
-_FILTERS = ("match[id]", "match[type]", "match[version]", "match[spec_version]")
 
 
 class QueryError(ValueError):
@@ -68,9 +68,10 @@ class TaxiiObject:
         return str(self.obj.get("modified") or self.obj.get("created") or "")
 
 
-def objects_of(stix: Sequence[Mapping[str, Any]], timestamp_ms: int, partition: int,
+def objects_of(stix: Sequence[Mapping[str, Any]], first_added: int, partition: int,
                offset: int) -> list[TaxiiObject]:
-    return [TaxiiObject((timestamp_ms * 1000 + index, partition, offset, index), obj)
+    """The objects of one alert message, added at `first_added`, `first_added` + 1 µs..."""
+    return [TaxiiObject((first_added + index, partition, offset, index), obj)
             for index, obj in enumerate(stix)]
 
 
@@ -83,7 +84,6 @@ class Query:
     types: frozenset[str] = frozenset()
     spec_versions: frozenset[str] = frozenset()
     versions: tuple[str, ...] = ("last",)
-    extra: Mapping[str, str] = field(default_factory=dict)
 
 
 def parse_query(params: Mapping[str, str], max_page: int, default_limit: int = 100) -> Query:

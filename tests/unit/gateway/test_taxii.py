@@ -18,9 +18,10 @@ def collection() -> list[taxii.TaxiiObject]:
         stamp = 1_767_225_600_000 + n * 1000
         items += taxii.objects_of([obj(f"i{n}", f"2026-01-01T00:00:0{n}.000Z"),
                                    obj(f"s{n}", f"2026-01-01T00:00:0{n}.000Z", "sighting")],
-                                  stamp, n % 3, n)
+                                  stamp * 1000, n % 3, n)
     # the indicator of alert 0 sent again later (a re-notification): a newer version
-    items += taxii.objects_of([obj("i0", "2026-01-01T00:01:00.000Z")], 1_767_225_700_000, 0, 99)
+    items += taxii.objects_of([obj("i0", "2026-01-01T00:01:00.000Z")], 1_767_225_700_000_000,
+                              0, 99)
     return items
 
 
