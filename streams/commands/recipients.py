@@ -81,6 +81,7 @@ def forget(args: argparse.Namespace, config: Config) -> int:
     print(f"forgot {args.id}: credential {'removed' if gone.credential else 'absent'}, "
           f"{gone.acls} ACLs removed, registry entry {entry}, "
           f"topics deleted: {', '.join(gone.topics_deleted) or 'none'}; tombstoned {rows}")
+    return DONE
 
 
 def token(args: argparse.Namespace, config: Config) -> int:

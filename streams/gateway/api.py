@@ -145,7 +145,7 @@ def contribute(body: Annotated[Contribution, Body()], recipient: Me,
         raise Refused(413, "Too large", f"a record is larger than {MAX_RECORD_BYTES} bytes")
     topic = topics.contributions_topic(recipient)
     try:
-        svc.writer.ensure(topic, topics.RAW)
+        svc.writer.ensure(topic)
         svc.writer.send(topic, values)
     except WriteError as exc:
         raise _write_failed(exc) from None

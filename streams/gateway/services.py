@@ -51,7 +51,7 @@ class Services:
         """Write one feedback record to `feedback.<recipient>`; the feedback stage judges it."""
         record = feedback_record(alert_id, recipient, status, note)
         topic = topics.feedback_topic(recipient)
-        self.writer.ensure(topic, topics.FEEDBACK)
+        self.writer.ensure(topic)
         self.writer.send(topic, [(alert_id, encode(record))])
         with self.pending_lock:
             self.pending[alert_id] = status

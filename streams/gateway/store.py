@@ -35,7 +35,7 @@ from threatroute.errors import InvalidRecord, ThreatrouteError
 from threatroute.matchers.received import Received, read_alert
 from threatroute.outcomes import AlertStatus
 from threatroute.registry import Recipient
-from threatroute.streams.config import Config, TopicSpec
+from threatroute.streams.config import Config
 from threatroute.streams.gateway.taxii import TaxiiObject, objects_of
 from threatroute.streams.kafka.admin import admin, ensure_topics
 from threatroute.streams.kafka.clients import producer_settings
@@ -193,14 +193,13 @@ class Writer:
         self._ready: set[str] = set()
         self._lock = threading.Lock()
 
-    def ensure(self, topic: str, template: str) -> None:
-        """Create `topic` (partitions, retention like `template`) the first time it is used."""
+    def ensure(self, topic: str) -> None:
+        """Create a recipient's `topic` as configured (`[topics."feedback.*"]`...) if missing:
+        `recipients import` makes them, this covers recipients imported before it did."""
         if topic in self._ready:
             return
         with self._lock:
-            spec = self.config.topic(template)
-            ensure_topics(admin(self.config), [TopicSpec(topic, spec.partitions, spec.replication,
-                                                         dict(spec.configs))])
+            ensure_topics(admin(self.config), [self.config.recipient_topic(topic)])
             self._ready.add(topic)
 
     def send(self, topic: str, values: list[tuple[str | None, bytes]],
