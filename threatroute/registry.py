@@ -43,7 +43,7 @@ from threatroute.errors import ConfigError, InvalidRecord
 from threatroute.taxonomy import classification_type
 
 ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
-FORMATS = ("json", "stix", "csv")
+FORMATS = ("json", "stix", "intelmq", "csv")  # matchers/formats.py renders each
 DEFAULT_CLEARANCE = "GREEN"
 OWNS_KEYS = ("asns", "prefixes", "domains")
 SUBSCRIBE_KEYS = ("countries", "asns", "prefixes", "domains")

@@ -10,13 +10,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from importlib import metadata
 
 from threatroute.errors import ThreatrouteError
 from threatroute.streams import logs
-from threatroute.streams.commands.base import ERROR, HelpFormatter, global_options
+from threatroute.streams.commands.base import DONE, ERROR, HelpFormatter, global_options
 from threatroute.streams.config import Config, load_config
 
 # the command modules under threatroute.streams.commands, in the order --help lists them
@@ -111,6 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.kafka(args) if callable(args.kafka) else args.kafka:
             _check_broker(config)
         return int(args.handler(args, config))
+    except BrokenPipeError:  # `threatroute ... | head`: the reader left; end quietly like cat
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return DONE
     except (ThreatrouteError, OSError) as exc:  # a missing file is an operator error too
         print(f"threatroute: {exc}", file=sys.stderr)
         return ERROR

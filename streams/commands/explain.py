@@ -1,7 +1,9 @@
 """`threatroute explain`: what each stage adds to an indicator and who receives it, and why.
 
-Runs the same pure functions the Kafka stages run (normalise, DNS, ASN, geo, hoster, match)
-on indicator JSON lines from stdin, without Kafka: the operator's "why did this go there?".
+Runs the same pure functions the Kafka stages run (normalise, DNS, ASN, geo, hoster, match,
+render) on indicator JSON lines from stdin, without Kafka: the operator's "why did this go
+there?", and with `--alerts` "what exactly goes out?" (each recipient's alert in its format, as
+a new alert: the alert id and times are made up now, as the match stage would).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import json
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -18,8 +21,10 @@ from threatroute.enrichers.dns import Resolver, enrich_dns
 from threatroute.enrichers.geo import GeoDatabase, enrich_geo
 from threatroute.enrichers.hoster import enrich_owner
 from threatroute.errors import InvalidRecord
+from threatroute.matchers.dedup import Action, AlertState, new_alert_id
+from threatroute.matchers.formats import alert_record, render
 from threatroute.matchers.index import MatchIndex
-from threatroute.record import flatten, normalise_indicator
+from threatroute.record import flatten, indicator_key, normalise_indicator
 from threatroute.registry import Recipient
 from threatroute.streams.commands.base import DONE, REFUSED, command, data_options
 from threatroute.streams.config import Config
@@ -38,7 +43,9 @@ class Explainer:
     recipients: Iterable[Recipient] = ()
 
     def __post_init__(self) -> None:
+        self.recipients = list(self.recipients)
         self.index = MatchIndex.build(self.recipients)
+        self.formats = {r.id: r.format for r in self.recipients}
 
     def steps(self) -> list[tuple[str, Callable[[Record], Record] | None]]:
         asn, geo, resolver = self.asn, self.geo, self.resolver
@@ -72,8 +79,29 @@ def _added(before: Record, after: Record) -> dict[str, Any]:
     return {k: v for k, v in flatten(after).items() if old.get(k) != v}
 
 
-def explain_lines(explainer: Explainer, lines: Iterable[str], out: TextIO, as_json: bool) -> int:
-    """Explain every non-blank line; returns how many were invalid."""
+def alerts(explainer: Explainer, record: Record, decisions: list[Any],
+           now: datetime) -> Iterator[dict[str, Any]]:
+    """{recipient, format, body} for every recipient reached: the body is the text of the
+    message its topic would get, rendered by the match stage's own `render` as a new alert."""
+    stamp = now.replace(microsecond=0).isoformat()  # whole seconds, as the match stage stamps
+    key = indicator_key(record)
+    for decision in decisions:
+        if decision.blocked is not None:
+            continue
+        rid = decision.recipient_id
+        state = AlertState(new_alert_id(), rid, key, stamp, stamp, stamp, 1)
+        alert = alert_record(state, Action.NEW, record, decision.reasons, stamp)
+        fmt = explainer.formats.get(rid, "json")
+        yield {"recipient": rid, "format": fmt, "body": render(alert, fmt).decode()}
+
+
+def explain_lines(explainer: Explainer, lines: Iterable[str], out: TextIO, as_json: bool,
+                  as_alerts: bool = False, errors: TextIO | None = None,
+                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> int:
+    """Explain every non-blank line; returns how many were invalid.
+
+    `as_alerts`: one JSON line per alert a recipient would receive (invalid lines are reported
+    on `errors`, so `out` holds only alerts)."""
     invalid = 0
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -83,13 +111,18 @@ def explain_lines(explainer: Explainer, lines: Iterable[str], out: TextIO, as_js
         except InvalidRecord as exc:
             invalid += 1
             reason = f"{exc.field}: {exc.reason}" if exc.field else exc.reason
-            if as_json:
+            if as_alerts:
+                (errors or out).write(f"line {number}: invalid: {reason}\n")
+            elif as_json:
                 out.write(json.dumps({"line": number, "error": reason}) + "\n")
             else:
                 out.write(f"line {number}: invalid: {reason}\n\n")
             continue
         delivered = [d for d in decisions if d.blocked is None]
-        if as_json:
+        if as_alerts:
+            for alert in alerts(explainer, record, decisions, clock()):
+                out.write(json.dumps({"line": number, **alert}, ensure_ascii=False) + "\n")
+        elif as_json:
             record = {**record, "recipients": [{"id": d.recipient_id, "reasons": list(d.reasons)}
                                                for d in delivered]}
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -142,7 +175,7 @@ def run(args: Any, config: Config) -> int:
         geo=GeoDatabase(args.geoip) if args.geoip else None,
         resolver=Resolver(server[0], server[1], timeout=config.dns_timeout) if server else None,
         recipients=load_registry(args.registry.read_text()) if args.registry else ())
-    invalid = explain_lines(explainer, sys.stdin, sys.stdout, args.json)
+    invalid = explain_lines(explainer, sys.stdin, sys.stdout, args.json, args.alerts, sys.stderr)
     return REFUSED if invalid else DONE
 
 
@@ -153,5 +186,9 @@ def register(subparsers: Any) -> None:
                                  "owner, every recipient reached and why. Runs the stages' own "
                                  "functions; no Kafka. Exit code 1 if a line was invalid.")
     parser.add_argument("--registry", type=Path, help="recipient registry YAML")
-    parser.add_argument("--json", action="store_true", help="one JSON object per input line")
+    shape = parser.add_mutually_exclusive_group()
+    shape.add_argument("--json", action="store_true", help="one JSON object per input line")
+    shape.add_argument("--alerts", action="store_true",
+                       help="one JSON line per alert sent: {line, recipient, format, body}, the "
+                            "body exactly as that recipient's topic would get it (its format)")
     data_options(parser)

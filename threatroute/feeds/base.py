@@ -97,8 +97,10 @@ class FeedFormat:
         """Split the report; default: one unit per non-blank line that is not a comment."""
         yield from text_lines(stream)
 
-    def events(self, unit: Unit, context: Context) -> Iterable[Mapping[str, Any]]:
-        """Map one unit to flat IntelMQ events; raise InvalidRecord or Skip."""
+    def events(self, unit: Unit, context: Context) -> Iterable[Mapping[str, Any] | InvalidRecord]:
+        """Map one unit to flat IntelMQ events; raise InvalidRecord or Skip. An InvalidRecord
+        among the events is a part of the unit that could not be mapped (dead-lettered with
+        the unit's bytes while the other events go on)."""
         raise NotImplementedError
 
 
@@ -283,6 +285,9 @@ def _run_unit(fmt: FeedFormat, unit: Unit, context: Context, defaults: Mapping[s
         yield Rejected(unit.raw, _unexpected(exc), unit.number)
         return
     for event in events:
+        if isinstance(event, InvalidRecord):  # a part of the unit its format could not map
+            yield Rejected(unit.raw, event.reason, unit.number, event.field)
+            continue
         try:
             record = normalise_indicator(event, defaults)
             key = indicator_key(record)

@@ -1,10 +1,12 @@
 """`stix`: STIX 2.1 bundles; indicators with STIX patterns become one event per observable.
 
-Read: `[ipv4-addr:value = '...']`, `ipv6-addr:value` (a CIDR value is a source.network),
-`domain-name:value`, `url:value`, joined by OR (within or across observation brackets):
-each routable comparison is one event. Patterns that need several observables together (AND,
-FOLLOWEDBY, qualifiers) or use other operators, other object types (files, x509...) and
-non-STIX pattern languages are skipped, as is every non-indicator object.
+Patterns are read with the official STIX 2.1 grammar (`observables`): every observable that
+names an address (`ipv4-addr`, `ipv6-addr`, a `network-traffic` end with its port), network
+(a CIDR value, or ISSUBSET a CIDR), domain, URL or AS number is one event, however the pattern
+combines them (OR, AND, FOLLOWEDBY, qualifiers); the other observables of such a pattern
+(file hashes, certificates, negations, LIKE...) are dead-lettered with the reason. An
+indicator with no such observable at all, non-STIX pattern languages, and every non-indicator
+object are skipped (counted, not dead-lettered).
 """
 
 from __future__ import annotations
@@ -13,6 +15,10 @@ import dataclasses
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import IO, Any
+
+from stix2 import patterns
+from stix2.pattern_visitor import create_pattern_object
+from stix2patterns.exceptions import ParseException
 
 from threatroute import fields
 from threatroute.errors import InvalidRecord
@@ -47,45 +53,127 @@ INDICATOR_TYPES = (
     ("attribution", "undetermined"),
     ("unknown", "undetermined"),
 )
-LOCATORS = {
-    "ipv4-addr:value": "ip",
-    "ipv6-addr:value": "ip",
-    "domain-name:value": "source.fqdn",
-    "url:value": "source.url",
+LOCATOR_FIELDS = {  # object path (after the type) -> flat IntelMQ field of an equality's value
+    ("ipv4-addr", "value"): "ip",
+    ("ipv6-addr", "value"): "ip",
+    ("network-traffic", "dst_ref.value"): "ip",
+    ("network-traffic", "src_ref.value"): "ip",
+    ("domain-name", "value"): "source.fqdn",
+    ("url", "value"): "source.url",
+    ("autonomous-system", "number"): "source.asn",
 }
-_COMPARISON = re.compile(
-    r"(?P<path>[a-z0-9-]+:(?:[\w.*\[\]-]|'[^']*')+)\s*"
-    r"(?P<op>NOT\s+)?(?P<cmp>=|!=|<=|>=|<|>|LIKE|MATCHES|ISSUBSET|ISSUPERSET|IN|EXISTS)\s*"
-    r"(?P<value>'(?:[^'\\]|\\.)*'|\([^)]*\)|[\w.:-]*)")
-_GLUE = re.compile(r"[\s\[\]()]|\bOR\b|\x00")
+_UNESCAPE = re.compile(r"\\(['\\])")
+NO_LOCATOR = "STIX pattern without IP, network, domain, URL or AS number observables"
+Found = dict[str, Any] | InvalidRecord  # one observable: its locator fields, or why none
 
 
-def observables(pattern: str) -> list[tuple[str, str]]:
-    """(object path, value) of each comparison of an OR-only pattern; Skip when not OR-only."""
-    found: list[tuple[str, str]] = []
+def observables(pattern: str) -> list[Found]:
+    """Every observable of a STIX 2.1 pattern, read with the official grammar (stix2-patterns,
+    through stix2's pattern visitor): the flat locator fields of each one that names an
+    address, network, domain, URL or AS number, and an InvalidRecord for each one that cannot.
 
-    def take(match: re.Match[str]) -> str:
-        found.append((match["path"], match["value"]) if match["cmp"] == "=" and not match["op"]
-                     else ("", ""))  # a comparison other than equality names no indicator
-        return "\x00"
-
-    rest = _GLUE.sub("", _COMPARISON.sub(take, pattern))
-    if rest:
-        if re.search(r"AND|FOLLOWEDBY|WITHIN|REPEATS|START|STOP", rest):
-            raise Skip("STIX pattern combining observables (AND/FOLLOWEDBY/qualifier)")
-        raise InvalidRecord(f"unparseable STIX pattern: {pattern[:120]!r}", "pattern")
+    How observations combine (OR, AND, FOLLOWEDBY) and their qualifiers (WITHIN, REPEATS,
+    START/STOP) do not matter here: each observable that names something a hoster can take
+    down is kept. Within one observation, `network-traffic` comparisons ANDed together form one
+    locator: `dst_ref.value` with `dst_port` is an address and its port (the output side writes
+    them so, matchers/stix.py); `*_ref.type` only qualifies the value beside it.
+    """
+    try:
+        tree = create_pattern_object(pattern, version="2.1")
+    except ParseException as exc:
+        raise InvalidRecord(f"unparseable STIX pattern: {exc}"[:300], "pattern") from None
+    except ValueError as exc:  # parses, but breaks a rule (an AND across object types)
+        raise InvalidRecord(f"invalid STIX pattern: {exc}"[:300], "pattern") from None
+    found: list[Found] = []
+    for observation in _observations(tree):
+        found.extend(_found(observation.operand))
     if not found:
         raise InvalidRecord("STIX pattern without comparisons", "pattern")
     return found
 
 
-def _locator(path: str, quoted: str) -> dict[str, str] | None:
-    target = LOCATORS.get(path)
-    if target is None or not quoted.startswith("'"):
+def _observations(node: Any) -> Iterator[Any]:
+    if isinstance(node, patterns.ObservationExpression):
+        yield node
+    elif isinstance(node, patterns.ParentheticalExpression):
+        yield from _observations(node.expression)
+    elif isinstance(node, patterns.QualifiedObservationExpression):
+        yield from _observations(node.observation_expression)
+    else:  # AND / OR / FOLLOWEDBY of observations
+        for operand in node.operands:
+            yield from _observations(operand)
+
+
+def _found(node: Any) -> Iterator[Found]:
+    """The observables of one observation's comparison expression."""
+    if isinstance(node, patterns.ParentheticalExpression):
+        yield from _found(node.expression)
+    elif isinstance(node, patterns.AndBooleanExpression):
+        yield from _conjunction(node.operands)
+    elif isinstance(node, patterns.OrBooleanExpression):
+        for operand in node.operands:
+            yield from _found(operand)
+    else:
+        mapped = _comparison(node)
+        if mapped is not None:
+            yield mapped
+
+
+def _conjunction(operands: list[Any]) -> Iterator[Found]:
+    """ANDed comparisons: a network-traffic address and port on one side make one locator."""
+    leaves = [o for o in operands if isinstance(o, patterns._ComparisonExpression)]
+    ports = {side: o for o in leaves for side in ("src", "dst")
+             if _path(o) == ("network-traffic", f"{side}_port") and _equality(o)}
+    for operand in operands:
+        if operand not in leaves:
+            yield from _found(operand)
+            continue
+        kind, path = _path(operand)
+        side = path[:3]
+        if kind == "network-traffic" and path.endswith("_port") and side in ports:
+            continue  # taken with its address below
+        mapped = _comparison(operand)
+        if isinstance(mapped, dict) and kind == "network-traffic" and side in ports \
+                and "source.ip" in mapped:
+            mapped["source.port"] = ports[side].rhs.value
+        if mapped is not None:
+            yield mapped
+
+
+def _path(comparison: Any) -> tuple[str, str]:
+    lhs = comparison.lhs
+    return lhs.object_type_name, ".".join(
+        str(getattr(c, "property_name", "")) for c in lhs.property_path)
+
+
+def _equality(comparison: Any) -> bool:
+    return isinstance(comparison, patterns.EqualityComparisonExpression) \
+        and not comparison.negated
+
+
+def _comparison(comparison: Any) -> Found | None:
+    """One comparison's locator, None when it only qualifies another (`dst_ref.type`)."""
+    kind, path = _path(comparison)
+    target = LOCATOR_FIELDS.get((kind, path))
+    text = str(comparison)[:200]
+    if kind == "network-traffic" and path in ("src_ref.type", "dst_ref.type"):
         return None
-    value = re.sub(r"\\(['\\])", r"\1", quoted[1:-1])
+    if target is None:
+        return InvalidRecord(f"{text}: not an IP address, network, domain, URL or AS number "
+                             "(kept only the observables that are)", "pattern")
+    value = getattr(comparison.rhs, "value", None)
+    if isinstance(comparison.rhs, patterns.StringConstant):
+        value = _UNESCAPE.sub(r"\1", str(value))  # the grammar keeps a string's \' and \\
+    if _equality(comparison):
+        pass
+    elif isinstance(comparison, patterns.IsSubsetComparisonExpression) and target == "ip" \
+            and not comparison.negated and "/" in str(value):
+        pass  # an address within a network: the network is the indicator
+    else:
+        return InvalidRecord(f"{text}: only equality (or ISSUBSET a network) names an "
+                             "indicator", "pattern")
     if target == "ip":
-        return {"source.network" if "/" in value else "source.ip": value}
+        return {"source.network" if "/" in str(value) else "source.ip": value}
     return {target: value}
 
 
@@ -138,7 +226,7 @@ class Stix(FeedFormat):
         for unit in json_elements(document):
             yield dataclasses.replace(unit, value=(unit.value, markings))
 
-    def events(self, unit: Unit, context: Context) -> Iterable[Mapping[str, Any]]:
+    def events(self, unit: Unit, context: Context) -> Iterable[Mapping[str, Any] | InvalidRecord]:
         obj, markings = unit.value
         if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
             raise InvalidRecord("not a STIX object (no type)")
@@ -160,9 +248,11 @@ class Stix(FeedFormat):
             "extra.stix.valid_until": obj.get("valid_until"),
         }
         common = {k: v for k, v in common.items() if v not in (None, "")}
-        events = [{**locator, **common} for locator in
-                  (_locator(path, value) for path, value in observables(obj["pattern"]))
-                  if locator]
-        if not events:
-            raise Skip("STIX pattern without IP, network, domain or URL observables")
-        return events
+        found = observables(obj["pattern"])
+        events: list[Mapping[str, Any] | InvalidRecord] = [
+            {**locator, **common} for locator in found if isinstance(locator, dict)]
+        if not events:  # hashes, certificates...: well-formed, nothing a hoster takes down
+            raise Skip(NO_LOCATOR)
+        # the parts of a pattern that name no locator are dead-lettered beside its events, so
+        # what the indicator lost (an ANDed file hash) is on record with the reason
+        return events + [f for f in found if isinstance(f, InvalidRecord)]

@@ -5,8 +5,8 @@ import pytest
 
 from threatroute.errors import InvalidRecord
 from threatroute.feeds import get_format
-from threatroute.feeds.base import Accepted, Skip, Skipped, parse_report
-from threatroute.feeds.stix import observables
+from threatroute.feeds.base import Accepted, Rejected, Skipped, parse_report
+from threatroute.feeds.stix import NO_LOCATOR, observables
 
 
 def test_single_indicator(feeds_dir, parse):
@@ -25,8 +25,9 @@ def test_apt1(feeds_dir, parse):
     assert [r["source.fqdn"] for r in parsed.records[4:]] == [
         "hugesoft.org", "arrowservice.net", "msnhome.org"]
     reasons = [s.reason for s in parsed.skipped]
-    assert reasons.count("STIX pattern without IP, network, domain or URL observables") == 3
-    assert reasons.count("STIX pattern combining observables (AND/FOLLOWEDBY/qualifier)") == 2
+    # 3 file hashes, and 2 x509 certificates (AND of issuer and serial: the grammar reads the
+    # compound, which names nothing a hoster takes down)
+    assert reasons.count(NO_LOCATOR) == 3 + 2
     assert len(parsed.outcomes) == 7 + len(parsed.skipped) == 7 + 76 - 12 + 5
 
 
@@ -49,22 +50,54 @@ def test_coa_bundle(feeds_dir, parse):
 
 
 @pytest.mark.parametrize(("pattern", "expected"), [
-    ("[ipv4-addr:value = '192.0.2.1']", [("ipv4-addr:value", "'192.0.2.1'")]),
+    ("[ipv4-addr:value = '192.0.2.1']", [{"source.ip": "192.0.2.1"}]),
     ("[url:value = 'http://a.example/it\\'s'] OR [ipv6-addr:value = '2001:db8::/32']",
-     [("url:value", "'http://a.example/it\\'s'"), ("ipv6-addr:value", "'2001:db8::/32'")]),
-    ("[file:hashes.'SHA-256' = 'ab']", [("file:hashes.'SHA-256'", "'ab'")]),
+     [{"source.url": "http://a.example/it's"}, {"source.network": "2001:db8::/32"}]),
+    # the issue's example: a domain OR an address keeps both
+    ("[domain-name:value = 'a.example'] OR [ipv4-addr:value = '192.0.2.9']",
+     [{"source.fqdn": "a.example"}, {"source.ip": "192.0.2.9"}]),
+    # AND across observations, FOLLOWEDBY and qualifiers: each locator still kept
+    ("([ipv4-addr:value = '192.0.2.1'] AND [domain-name:value = 'b.example']) FOLLOWEDBY "
+     "[url:value = 'http://c.example/'] WITHIN 60 SECONDS",
+     [{"source.ip": "192.0.2.1"}, {"source.fqdn": "b.example"}, {"source.url": "http://c.example/"}]),
+    ("[ipv4-addr:value = '192.0.2.1' OR ipv4-addr:value = '192.0.2.2'] REPEATS 2 TIMES",
+     [{"source.ip": "192.0.2.1"}, {"source.ip": "192.0.2.2"}]),
+    # a network-traffic end and its port are one locator; ISSUBSET a network is the network
+    ("[network-traffic:dst_ref.type = 'ipv4-addr' AND network-traffic:dst_ref.value = "
+     "'192.0.2.15' AND network-traffic:dst_port = 443]", [{"source.ip": "192.0.2.15", "source.port": 443}]),
+    ("[ipv4-addr:value ISSUBSET '198.51.100.0/24']", [{"source.network": "198.51.100.0/24"}]),
+    ("[autonomous-system:number = 64500]", [{"source.asn": 64500}]),
 ])
 def test_observables(pattern, expected):
     assert observables(pattern) == expected
 
 
-def test_observables_refuses():
-    with pytest.raises(Skip):
+def test_observables_that_name_no_locator_are_refused_with_the_reason():
+    found = observables("[file:hashes.'SHA-256' = 'ab'] OR [ipv4-addr:value = '192.0.2.1']")
+    assert found[1] == {"source.ip": "192.0.2.1"}
+    assert isinstance(found[0], InvalidRecord) and "file:hashes" in found[0].reason
+    (negated,) = observables("[ipv4-addr:value != '192.0.2.1']")
+    assert isinstance(negated, InvalidRecord) and "only equality" in negated.reason
+    (like,) = observables("[url:value LIKE 'http://%.example/']")
+    assert isinstance(like, InvalidRecord)
+
+
+def test_observables_refuses_what_the_grammar_refuses():
+    with pytest.raises(InvalidRecord):  # AND inside one observation must be one object type
         observables("[ipv4-addr:value = '192.0.2.1' AND domain-name:value = 'a.example']")
-    with pytest.raises(Skip):
-        observables("[ipv4-addr:value = '192.0.2.1'] WITHIN 10 SECONDS")
     with pytest.raises(InvalidRecord):
         observables("ipv4-addr:value = '192.0.2.1' garbage")
+
+
+def test_compound_pattern_keeps_its_locators_and_dead_letters_the_rest():
+    indicator = {"type": "indicator", "id": "indicator--1", "pattern_type": "stix",
+                 "pattern": "[file:hashes.MD5 = '0123456789abcdef0123456789abcdef'] AND "
+                            "[domain-name:value = 'c2.example'] AND [ipv4-addr:value = '192.0.2.7']"}
+    outcomes = list(parse_report(get_format("stix"), _bundle(indicator)))
+    accepted = [o for o in outcomes if isinstance(o, Accepted)]
+    assert [o.record["source"] for o in accepted] == [{"fqdn": "c2.example"}, {"ip": "192.0.2.7"}]
+    (refused,) = [o for o in outcomes if isinstance(o, Rejected)]
+    assert "file:hashes" in refused.reason and json.loads(refused.raw)["id"] == "indicator--1"
 
 
 def _bundle(*objects):
