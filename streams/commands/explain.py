@@ -24,6 +24,7 @@ from threatroute.errors import InvalidRecord
 from threatroute.matchers.dedup import Action, AlertState, new_alert_id
 from threatroute.matchers.formats import alert_record, render
 from threatroute.matchers.index import MatchIndex
+from threatroute.matchers.privacy import DEFAULT, content_of
 from threatroute.record import flatten, indicator_key, normalise_indicator
 from threatroute.registry import Recipient
 from threatroute.streams.commands.base import DONE, REFUSED, command, data_options
@@ -46,6 +47,7 @@ class Explainer:
         self.recipients = list(self.recipients)
         self.index = MatchIndex.build(self.recipients)
         self.formats = {r.id: r.format for r in self.recipients}
+        self.contents = {r.id: content_of(r) for r in self.recipients}
 
     def steps(self) -> list[tuple[str, Callable[[Record], Record] | None]]:
         asn, geo, resolver = self.asn, self.geo, self.resolver
@@ -82,7 +84,8 @@ def _added(before: Record, after: Record) -> dict[str, Any]:
 def alerts(explainer: Explainer, record: Record, decisions: list[Any],
            now: datetime) -> Iterator[dict[str, Any]]:
     """{recipient, format, body} for every recipient reached: the body is the text of the
-    message its topic would get, rendered by the match stage's own `render` as a new alert."""
+    message its topic would get, rendered by the match stage's own `render` as a new alert
+    (in the recipient's format, with what its `alert_content` lets through)."""
     stamp = now.replace(microsecond=0).isoformat()  # whole seconds, as the match stage stamps
     key = indicator_key(record)
     for decision in decisions:
@@ -92,7 +95,8 @@ def alerts(explainer: Explainer, record: Record, decisions: list[Any],
         state = AlertState(new_alert_id(), rid, key, stamp, stamp, stamp, 1)
         alert = alert_record(state, Action.NEW, record, decision.reasons, stamp)
         fmt = explainer.formats.get(rid, "json")
-        yield {"recipient": rid, "format": fmt, "body": render(alert, fmt).decode()}
+        body = render(alert, fmt, explainer.contents.get(rid, DEFAULT))
+        yield {"recipient": rid, "format": fmt, "body": body.decode()}
 
 
 def explain_lines(explainer: Explainer, lines: Iterable[str], out: TextIO, as_json: bool,
