@@ -16,7 +16,14 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 
 from confluent_kafka import Consumer, TopicPartition
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    start_http_server,
+)
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -89,6 +96,9 @@ class StageMetrics:
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        # no `*_created` series: they double every counter and histogram, and Prometheus
+        # reads the start time from the counter resets it sees (process-wide switch)
+        disable_created_metrics()
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.records_in = Counter("threatroute_stage_records_in", "Records consumed",
