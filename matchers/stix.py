@@ -23,9 +23,10 @@ extension `extension-definition--60a3c5c5-...`) of the record's level and with t
 specification's own TLP 1.0 definition of the nearest level (CLEAR -> WHITE, AMBER+STRICT ->
 AMBER) for consumers that know only those; markings are cumulative, so the stricter applies.
 
-threatroute's own fields (alert id, recipient, reasons, notification, recurrence, and the
-enriched record) are the indicator's property extension `EXTENSION_ID`, defined by the
-`extension-definition` in every bundle (schema: deploy/schemas/stix-alert-extension.schema.json).
+threatroute's own fields are the property extension `EXTENSION_ID`, defined by the
+`extension-definition` in every bundle (schema: deploy/schemas/stix-alert-extension.schema.json):
+on the indicator the alert id and the enriched record, on the sighting (the notification) the
+alert id, recipient, reasons, notification and recurrence (matchers/received.py reads them back).
 
 Built as plain dicts: the match stage renders every alert for STIX recipients, and building the
 same objects through `stix2`'s classes costs ~50x more (36 us against 1.9 ms per alert on the
@@ -59,13 +60,14 @@ EXTENSION_DEFINITION = {
     "type": "extension-definition", "spec_version": SPEC, "id": EXTENSION_ID,
     "created_by_ref": IDENTITY_ID, "created": _DEFINED, "modified": _DEFINED,
     "name": "threatroute alert",
-    "description": "The alert this indicator was sent in: its id (for feedback), recipient, "
-                   "why it was routed there, whether it is new, a re-notification or a "
-                   "recurrence, and the enriched IntelMQ-shaped record.",
-    "schema": "JSON Schema in threatroute's deploy/schemas/stix-alert-extension.schema.json: "
-              "object with alert_id (string), recipient (string), notification (new | renotify "
-              "| recurrence), reasons (array of strings), recurrence (boolean), indicator "
-              "(object: the record as deploy/schemas/indicator.schema.json describes it).",
+    "description": "The threatroute alert an indicator and its sighting were sent in. On the "
+                   "indicator: the alert id (for feedback) and the enriched IntelMQ-shaped "
+                   "record. On the sighting: the alert id, the recipient, why it was routed "
+                   "there, and whether it is new, a re-notification or a recurrence.",
+    "schema": "JSON Schema in threatroute's deploy/schemas/stix-alert-extension.schema.json: on "
+              "an indicator, alert_id (string) and indicator (object: the enriched record); on "
+              "a sighting, alert_id, recipient (string), notification (new | renotify | "
+              "recurrence), reasons (array of strings) and recurrence (boolean).",
     "version": "1.0.0",
     "extension_types": ["property-extension"],
 }
@@ -190,11 +192,7 @@ def stix_bundle(alert: Mapping[str, Any]) -> dict[str, Any]:
         "object_marking_refs": marking_refs,
         "extensions": {EXTENSION_ID: {
             "extension_type": "property-extension",
-            "alert_id": alert["alert_id"], "recipient": alert["recipient"],
-            "notification": alert.get("notification", "new"),
-            "reasons": list(alert.get("reasons", [])),
-            "recurrence": bool(alert.get("recurrence", False)),
-            "indicator": dict(record),
+            "alert_id": alert["alert_id"], "indicator": dict(record),
         }},
     }
     accuracy = record.get("feed", {}).get("accuracy")
@@ -206,6 +204,13 @@ def stix_bundle(alert: Mapping[str, Any]) -> dict[str, Any]:
         "first_seen": created, "last_seen": max(created, timestamp(alert["last_seen"])),
         "count": int(alert["count"]), "sighting_of_ref": indicator_id,
         "object_marking_refs": marking_refs,
+        "extensions": {EXTENSION_ID: {
+            "extension_type": "property-extension",
+            "alert_id": alert["alert_id"], "recipient": alert["recipient"],
+            "notification": alert.get("notification", "new"),
+            "reasons": list(alert.get("reasons", [])),
+            "recurrence": bool(alert.get("recurrence", False)),
+        }},
     }
     return {"type": "bundle",
             "id": object_id("bundle", alert["alert_id"], modified),

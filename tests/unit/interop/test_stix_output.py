@@ -6,7 +6,9 @@ from __future__ import annotations
 import io
 import json
 import uuid
+from pathlib import Path
 
+import jsonschema
 import pytest
 from interop_validators import stix_errors
 from stix2patterns.validator import run_validator
@@ -15,6 +17,7 @@ from threatroute.feeds import get_format
 from threatroute.feeds.base import Accepted, parse_report
 from threatroute.matchers.dedup import Action, AlertState
 from threatroute.matchers.formats import alert_record, render
+from threatroute.matchers.received import read_alert
 from threatroute.matchers.stix import EXTENSION_ID, TLP1, TLP2_IDS, stix_bundle, timestamp
 from threatroute.record import indicator_key, normalise_indicator
 
@@ -118,9 +121,27 @@ def test_project_fields_are_a_registered_property_extension():
     (indicator,) = objects(bundle, "indicator")
     assert not [k for k in indicator if k.startswith("x_")]
     fields = indicator["extensions"][EXTENSION_ID]
-    assert fields["extension_type"] == "property-extension"
-    assert fields["alert_id"] == "A" * 22 and fields["recipient"] == "examplehost"
+    assert fields["extension_type"] == "property-extension" and fields["alert_id"] == "A" * 22
     assert fields["indicator"]["source"] == {"ip": "192.0.2.15", "port": 443}
+    (sighting,) = objects(bundle, "sighting")
+    assert not [k for k in sighting if k.startswith("x_")]
+    notification = sighting["extensions"][EXTENSION_ID]
+    assert notification["alert_id"] == "A" * 22 and notification["recipient"] == "examplehost"
+    assert notification["reasons"] == ["owner (prefix 192.0.2.0/24)"]
+    assert notification["notification"] == "new" and notification["recurrence"] is False
+    # every extension matches the schema the extension-definition names
+    schema = json.loads((Path(__file__).resolve().parents[3] / "deploy" / "schemas" /
+                         "stix-alert-extension.schema.json").read_text())
+    for obj in (indicator, sighting):
+        jsonschema.validate(obj["extensions"][EXTENSION_ID], schema)
+
+
+def test_the_gateway_reads_the_alert_back_from_the_bundle():
+    original = alert(C2, action=Action.RENOTIFY, last_seen=T2, sent_at=T2, count=3)
+    received = read_alert(render(original, "stix"), b"key", 0)
+    assert received.alert_id == original["alert_id"]
+    assert received.alert["recipient"] == "examplehost" and received.alert["count"] == 3
+    assert received.alert["indicator"]["source"] == original["indicator"]["source"]
 
 
 def test_threatroutes_own_stix_reads_back_as_the_same_indicator():
