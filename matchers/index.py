@@ -28,7 +28,7 @@ unlabelled information goes no wider than cleared recipients. Feeds should set a
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,22 +120,38 @@ class MatchIndex:
     def __len__(self) -> int:
         return len(self.policies)
 
-    def match(self, record: Mapping[str, Any]) -> list[Match]:
-        """Recipients that receive `record` (owner first, then by id) and why."""
-        return self._route(record, explain=False)  # type: ignore[return-value]
+    def match(self, record: Mapping[str, Any], not_owners: Collection[str] = ()) -> list[Match]:
+        """Recipients that receive `record` (owner first, then by id) and why.
 
-    def explain(self, record: Mapping[str, Any]) -> list[Decision]:
+        `not_owners`: recipients that reported this indicator not theirs; the owner is then the
+        next candidate (`OwnershipIndex.next_owner`)."""
+        return self._route(record, False, not_owners)  # type: ignore[return-value]
+
+    def explain(self, record: Mapping[str, Any], not_owners: Collection[str] = ()
+                ) -> list[Decision]:
         """Every candidate, delivered or not, with the filter that stopped each blocked one."""
-        return self._route(record, explain=True)  # type: ignore[return-value]
+        return self._route(record, True, not_owners)  # type: ignore[return-value]
 
-    def _candidates(self, record: Mapping[str, Any]) -> tuple[str | None, dict[str, list[str]]]:
+    def subscribers(self, kind: str, key: Any) -> tuple[str, ...]:
+        """Recipients subscribed to an ASN (`kind` "asn") or a country ("country")."""
+        table: Mapping[Any, tuple[str, ...]] = self.asns if kind == "asn" else self.countries
+        return table.get(key, ())
+
+    def _candidates(self, record: Mapping[str, Any], not_owners: Collection[str] = ()
+                    ) -> tuple[str | None, dict[str, list[str]]]:
         """(owner id, {recipient id: reasons}) before any filter."""
         source = record.get("source") or {}
         address = record_address(source)
         reasons: dict[str, list[str]] = {}
         owner_id = None
         stamped = (record.get("extra") or {}).get("owner")
-        if isinstance(stamped, Mapping) and isinstance(stamped.get("id"), str) \
+        if not_owners:
+            owner = self.ownership.next_owner(source, address, not_owners)
+            if owner is not None and owner.id in self.policies:
+                owner_id = owner.id
+                reasons[owner_id] = [f"owner ({owner.rule}; rerouted: "
+                                     f"{', '.join(sorted(not_owners))} reported not theirs)"]
+        elif isinstance(stamped, Mapping) and isinstance(stamped.get("id"), str) \
                 and stamped["id"] in self.policies:
             owner_id = stamped["id"]
             reasons[owner_id] = [f"owner ({stamped.get('rule', 'stamped by hoster stage')})"]
@@ -166,8 +182,36 @@ class MatchIndex:
                     add(subscribers, f"subscribed domain {suffix}")
         return owner_id, reasons
 
-    def _route(self, record: Mapping[str, Any], explain: bool) -> list[Match] | list[Decision]:
-        owner_id, reasons = self._candidates(record)
+    def blocked(self, rid: str, record: Mapping[str, Any], owner_id: str | None,
+                tlp_only: bool = False) -> str | None:
+        """Why recipient `rid` may not receive `record` (None: it may). `tlp_only` checks only
+        what the TLP allows (escalations: not the recipient's routine filters)."""
+        policy = self.policies.get(rid)
+        if policy is None:
+            return "not a registered recipient"
+        tlp = record.get("tlp") or self.default_tlp
+        if tlp not in TLP_RANK:
+            tlp = fields.tlp(tlp)
+        if tlp == "RED":
+            return "TLP:RED is never routed"
+        if tlp == "AMBER+STRICT" and rid != owner_id:
+            return "TLP:AMBER+STRICT goes to the owner only"
+        if policy.clearance < min(TLP_RANK[tlp], AMBER_RANK):
+            return f"TLP:{tlp} is above its clearance {policy.clearance_name}"
+        if tlp_only:
+            return None
+        ctype = (record.get("classification") or {}).get("type")
+        if policy.classifications is not None and ctype not in policy.classifications:
+            return f"classification {ctype} is not in its classifications"
+        accuracy = (record.get("feed") or {}).get("accuracy")
+        accuracy = DEFAULT_ACCURACY if accuracy is None else float(accuracy)
+        if accuracy < policy.min_confidence:
+            return f"accuracy {accuracy:g} is below its min_confidence {policy.min_confidence:g}"
+        return None
+
+    def _route(self, record: Mapping[str, Any], explain: bool, not_owners: Collection[str] = ()
+               ) -> list[Match] | list[Decision]:
+        owner_id, reasons = self._candidates(record, not_owners)
         if not reasons:
             return []
         tlp = record.get("tlp") or self.default_tlp
