@@ -70,7 +70,7 @@ def test_not_ours_reroutes_to_the_next_owner_records_a_correction_and_blocks_the
 
 
 def test_unacknowledged_owner_alert_escalates_to_upstream_then_cert_only():
-    acting, states = setup()
+    acting, _ = setup()
     assert acting.tick(T0 + timedelta(minutes=59), INDEX) == []
     first = [e for e in acting.tick(T0 + timedelta(hours=1), INDEX) if e.alert]
     assert [e.topic for e in first] == [topics.alerts_topic("upstream")]
