@@ -153,13 +153,14 @@ class Page:
 
 def select(objects: Iterable[TaxiiObject], query: Query) -> Page:
     """The page of `objects` the query asks for."""
-    found = [o for o in objects
+    # an object version was added when it was first sent: de-duplicate before filtering
+    found = [o for o in _unique(list(objects))
              if (not query.ids or o.obj.get("id") in query.ids)
              and (not query.types or o.obj.get("type") in query.types)
              and (not query.spec_versions or o.obj.get("spec_version", "2.1")
                   in query.spec_versions)
              and (query.added_after is None or o.added > query.added_after)]
-    found = sorted(_by_version(_unique(found), query.versions), key=lambda o: o.order)
+    found = sorted(_by_version(found, query.versions), key=lambda o: o.order)
     if query.after is not None:
         found = [o for o in found if o.order > query.after]
     page, more = found[:query.limit], len(found) > query.limit

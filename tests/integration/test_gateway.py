@@ -106,9 +106,6 @@ def test_taxii2_client_pages_through_its_own_collection_and_sees_nothing_else(wo
     assert refused.value.response.status_code == 401
 
 
-# matchers/formats.py's STIX is not yet validator-clean (no milliseconds, custom properties):
-# issue 14 fixes it there; strict, so this marker must go when that lands
-@pytest.mark.xfail(strict=True, reason="issue 14: formats.stix_bundle not yet validator-clean")
 def test_every_format_becomes_stix_that_the_oasis_validator_accepts(world):
     world, gateway, _ = world
     for name in ("ga", "gb", "gc"):  # json, csv and stix recipients

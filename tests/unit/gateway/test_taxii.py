@@ -80,3 +80,14 @@ def test_limit_is_capped_and_collections_are_per_recipient():
     assert taxii.parse_query({"limit": "99999"}, 1000).limit == 1000
     assert taxii.collection_id("a") != taxii.collection_id("b")
     assert taxii.collection_id("a") == taxii.collection_id("a")
+
+
+def test_an_object_sent_with_every_alert_was_added_once_when_first_sent():
+    marking = {"type": "marking-definition", "id": "marking-definition--tlp-green",
+               "spec_version": "2.1", "created": "2022-10-01T00:00:00.000Z"}
+    items = (taxii.objects_of([obj("a", "2026-01-01T00:00:00.000Z"), marking], 1000, 0, 0)
+             + taxii.objects_of([obj("b", "2026-01-01T00:00:01.000Z"), marking], 2000, 0, 1))
+    every = taxii.select(items, taxii.parse_query({}, 1000)).items
+    assert [o.obj["id"] for o in every].count(marking["id"]) == 1
+    later = taxii.select(items, taxii.parse_query({"added_after": taxii.timestamp(1001)}, 1000))
+    assert [o.obj["id"] for o in later.items] == ["indicator--b"]
