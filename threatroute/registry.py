@@ -22,6 +22,9 @@ Decisions:
 - `disowns` (optional, `prefixes` and `domains`) lists what a recipient's `owns` rules cover but
   is not its: accepted `not_ours` corrections (`threatroute corrections accept`) land there,
   and ownership falls through to the next candidate.
+- `alert_partitions` (optional, 1-64) sizes the recipient's `alerts.<id>` topic; absent, the
+  configured default applies (`[topics."alerts.*"]`, one partition): one recipient's share of
+  the alerts is small, and every partition costs the broker open files and memory maps.
 - Ownership must be unambiguous: the same prefix, ASN or domain owned by two recipients is an
   error naming both. Nested prefixes owned by different recipients are fine (an ISP owns the
   /16, its hosting customer the /24; the most specific wins).
@@ -49,9 +52,11 @@ OWNS_KEYS = ("asns", "prefixes", "domains")
 SUBSCRIBE_KEYS = ("countries", "asns", "prefixes", "domains")
 DISOWNS_KEYS = ("prefixes", "domains")
 KNOWN_KEYS = frozenset({"id", "name", "contacts", "owns", "subscribe", "classifications",
-                        "min_confidence", "tlp_clearance", "format", "disowns", "delivery"})
+                        "min_confidence", "tlp_clearance", "format", "disowns", "delivery",
+                        "alert_partitions"})
 WEBHOOK_FORMATS = ("json", "stix")
 MAX_ATTEMPTS = 100
+MAX_ALERT_PARTITIONS = 64
 _EMAIL = re.compile(r"[^@\s]+@([^@\s]+)")
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: 100k entries in seconds
 
@@ -149,6 +154,7 @@ class Recipient:
     tlp_clearance: str = DEFAULT_CLEARANCE
     format: str = "json"
     delivery: Delivery | None = None
+    alert_partitions: int | None = None  # None: the configured default for alert topics
     extras: Mapping[str, Any] = field(default_factory=dict, hash=False)  # unknown keys, kept
     disowns: Owns = Owns()  # covered by `owns` but not its (accepted corrections)
 
@@ -175,6 +181,8 @@ class Recipient:
             value["disowns"] = {key: list(getattr(self.disowns, key)) for key in DISOWNS_KEYS}
         if self.delivery is not None:
             value["delivery"] = self.delivery.to_json()
+        if self.alert_partitions is not None:  # absent stays absent: older values compare equal
+            value["alert_partitions"] = self.alert_partitions
         return value
 
     @property
@@ -433,6 +441,8 @@ def _parse_entry(raw: Any, label: str, errors: list[str], strict: bool) -> Recip
         tlp_clearance=_scalar(raw, "tlp_clearance", fields.tlp, DEFAULT_CLEARANCE, mine),
         format=_scalar(raw, "format", _format, "json", mine),
         delivery=_delivery(raw.get("delivery"), mine, strict),
+        alert_partitions=_scalar(raw, "alert_partitions", _count(1, MAX_ALERT_PARTITIONS), None,
+                                 mine),
         extras=extras,
         disowns=Owns(**disowns),
     )

@@ -22,6 +22,7 @@ import base64
 import contextlib
 import hashlib
 import os
+import resource
 import shutil
 import signal
 import string
@@ -136,6 +137,39 @@ def _java() -> str:
     if not java:
         raise BrokerError("Java 17+ is needed to run the broker (Debian: openjdk-17-jre-headless)")
     return java
+
+
+# Kafka keeps one open file per partition segment (plus sockets) and two memory maps per
+# segment index; its operations guide asks for >= 100,000 files and vm.max_map_count 262,144
+WANTED_FILES = 100_000
+WANTED_MAPS = 262_144
+MAX_MAP_COUNT = Path("/proc/sys/vm/max_map_count")
+
+
+def _more_files() -> None:
+    """In the broker's child process: open-file soft limit up to the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = max(soft, WANTED_FILES) if hard == resource.RLIM_INFINITY else hard
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+def limits_advice() -> list[str]:
+    """What an operator should raise for thousands of partitions (empty when nothing)."""
+    advice = []
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < WANTED_FILES:
+        advice.append(f"open files: the broker gets {hard} (the hard limit; about one per "
+                      f"partition is used); for many recipients raise it to {WANTED_FILES} "
+                      "(ulimit -Hn, or LimitNOFILE= in a systemd unit)")
+    try:
+        maps = int(MAX_MAP_COUNT.read_text())
+    except (OSError, ValueError):
+        maps = None
+    if maps is not None and maps < WANTED_MAPS:
+        advice.append(f"vm.max_map_count is {maps} (two per partition are used); for many "
+                      f"recipients: sysctl -w vm.max_map_count={WANTED_MAPS}")
+    return advice
 
 
 PLAINTEXT_LISTENERS = """
@@ -353,7 +387,8 @@ def start(config: Config, wait_seconds: float = 90.0, secure: bool = False) -> s
                str(paths.properties)]
     with paths.console.open("ab") as console:
         process = subprocess.Popen(command, stdout=console, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
+                                   stdin=subprocess.DEVNULL, start_new_session=True,
+                                   preexec_fn=_more_files)
     paths.pid_file.write_text(f"{process.pid} {bootstrap}\n")
     settings = _client_settings(config, paths)
     deadline = time.monotonic() + wait_seconds
@@ -365,6 +400,8 @@ def start(config: Config, wait_seconds: float = 90.0, secure: bool = False) -> s
         if serves_metadata(bootstrap, settings=settings):
             print(f"broker running (pid {process.pid}); bootstrap {bootstrap}; "
                   f"log {paths.logs / 'server.log'}; {_label(config, paths)}")
+            for line in limits_advice():
+                print(f"note: {line}")
             return bootstrap
         time.sleep(0.5)
     raise BrokerError(f"broker did not serve metadata within {wait_seconds:.0f}s; see "

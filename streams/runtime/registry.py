@@ -17,7 +17,7 @@ from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from threatroute import topics
 from threatroute.registry import Recipient, diff_registry, load_registry
 from threatroute.streams.config import Config
-from threatroute.streams.kafka.admin import admin, ensure_topics
+from threatroute.streams.kafka.admin import TopicSpec, admin, ensure_topics
 from threatroute.streams.kafka.clients import AckedProducer, encode
 from threatroute.streams.runtime.views import CompactedView, at_eof, json_fold, replay_consumer
 
@@ -60,22 +60,29 @@ class ImportResult:
 
 def import_registry(config: Config, text: str, create_alert_topics: bool = True
                     ) -> ImportResult:
-    """Validate the YAML, then write only the changes and tombstones for removed recipients.
+    """Validate the YAML, create the recipients' topics, then write only the changes and
+    tombstones for removed recipients.
 
-    Against a secure broker, recipients without credentials are provisioned (their client
+    Topics first: a failure part-way (a refused topic, the broker gone) leaves the registry as
+    it was, or with only recipients whose topics exist, so no worker ever routes to a topic
+    that is missing. Topics made for recipients whose write then failed are harmless and are
+    found existing when the import is run again.
+
+    Against a secure broker, recipients without credentials are then provisioned (their client
     files written to the state directory, mode 0600) and removed ones revoked.
     """
     desired = load_registry(text)  # raises RegistryError naming entry and field
     current = read_registry(config)
     upserts, deletions = diff_registry(current, desired)
+    # every desired recipient, not only the changed ones: an earlier failed run may have
+    # written a recipient whose topic was deleted since; existing topics cost one listing
+    created = ensure_recipient_topics(config, desired) if create_alert_topics else []
     producer = AckedProducer(config)
     for recipient in upserts:
         producer.send(TOPIC, encode(recipient.to_json()), recipient.id)
     for recipient_id in deletions:
         producer.send(TOPIC, None, recipient_id)
     producer.flush()
-    created = ensure_recipient_topics(config, (r.id for r in desired)) \
-        if create_alert_topics else []
     result = ImportResult([r.id for r in upserts], deletions, created)
     if config.secure:
         from threatroute.streams.commands import access  # the secure broker's side of import
@@ -92,20 +99,38 @@ def import_registry(config: Config, text: str, create_alert_topics: bool = True
     return result
 
 
-def ensure_recipient_topics(config: Config, recipient_ids: Iterable[str]) -> list[str]:
-    """Create each recipient's `alerts.<id>`, `feedback.<id>` and `contributions.<id>` if
-    missing, as `[topics."alerts.*"]` etc. configure them; returns those created.
+def recipient_topic_specs(config: Config, recipient: str | Recipient) -> list[TopicSpec]:
+    """The topics of one recipient, as `[topics."alerts.*"]` etc. configure them.
 
+    `alerts.<id>` takes the recipient's own `alert_partitions` when it sets one. The topics a
+    recipient writes to (`feedback.<id>`, `contributions.<id>`) exist only on a secure broker:
+    without ACLs recipients write to the shared `feedback` topic, and 10,000 recipients' unused
+    topics would cost the broker 20,000 open files.
+    """
+    rid = recipient if isinstance(recipient, str) else recipient.id
+    alerts = config.recipient_topic(topics.alerts_topic(rid))
+    if isinstance(recipient, Recipient) and recipient.alert_partitions:
+        alerts = TopicSpec(alerts.name, recipient.alert_partitions, alerts.replication,
+                           alerts.configs)
+    if not config.secure:
+        return [alerts]
+    return [alerts, config.recipient_topic(topics.feedback_topic(rid)),
+            config.recipient_topic(topics.contributions_topic(rid))]
+
+
+def ensure_recipient_topics(config: Config, recipients: Iterable[str | Recipient]) -> list[str]:
+    """Create each recipient's topics if missing (recipient_topic_specs); returns those created.
+
+    Requests are bounded (admin.PARTITIONS_PER_REQUEST), so any number of recipients works;
+    existing topics only grow partitions (a raised `alert_partitions`) and keep their configs.
     A recipient that falls further behind than its alert topic's retention (7 days by
     default) misses alerts, which the lag alert in deploy/prometheus warns about. Topics of
     removed recipients are kept until `recipients forget`: see README.
     """
-    specs = [config.recipient_topic(name) for rid in recipient_ids
-             for name in (topics.alerts_topic(rid), topics.feedback_topic(rid),
-                          topics.contributions_topic(rid))]
+    specs = [spec for r in recipients for spec in recipient_topic_specs(config, r)]
     if not specs:
         return []
-    outcome = ensure_topics(admin(config), specs)
+    outcome = ensure_topics(admin(config), specs, align_configs=False)
     return sorted(t for t, done in outcome.items() if done == "created")
 
 

@@ -84,16 +84,27 @@ class CompactedView(Generic[V]):
         self._config, self.topic, self._fold = config, topic, fold
         self._on_change = on_change or (lambda state: None)
         self._stop = threading.Event()
-        self.ready = threading.Event()
+        self.caught_up = threading.Event()  # read to the end once
+        self.ready = threading.Event()      # ... and on_change has run on that state
         self.failed: BaseException | None = None
         self.state: dict[str, V] = {}
         self._thread = threading.Thread(target=self._follow, name=f"view-{topic}", daemon=True)
 
     def start(self, timeout: float = 30.0) -> CompactedView[V]:
+        """Start following; return once caught up and the first `on_change` has finished.
+
+        `timeout` bounds reading to the end (a broker that does not answer). The first
+        `on_change` (an index of 100k recipients, creating their topics) is waited for as
+        long as it takes while the view's thread lives: a slow build is not a failure.
+        """
         self._thread.start()
-        if not self.ready.wait(timeout):
+        if not self.caught_up.wait(timeout):
             raise TimeoutError(f"view of {self.topic} did not catch up in {timeout}s"
                                + (f": {self.failed}" if self.failed else ""))
+        while not self.ready.wait(1.0):
+            if not self._thread.is_alive():
+                raise RuntimeError(f"view of {self.topic} stopped before it was ready: "
+                                   f"{self.failed}")
         return self
 
     def get(self, key: str) -> V | None:
@@ -113,6 +124,7 @@ class CompactedView(Generic[V]):
                     elif message.error() is None:
                         changed |= self._fold(self.state, message)
                 if not behind and (changed or not self.ready.is_set()):
+                    self.caught_up.set()
                     self._on_change(dict(self.state))
                     self.ready.set()
         except BaseException as exc:  # a dead view must be loud: workers would use stale data

@@ -200,3 +200,13 @@ def test_prefixes_are_canonical(given, canonical):
 def test_ipv4_mapped_prefix_is_refused(mapped):
     errors = errors_of(f"recipients:\n  - {{id: a, name: A, owns: {{prefixes: ['{mapped}']}}}}\n")
     assert "IPv4-mapped" in errors[0]
+
+
+def test_alert_partitions_optional_and_bounded():
+    (r,) = load_registry("recipients:\n  - {id: a, name: A}\n")
+    assert r.alert_partitions is None and "alert_partitions" not in r.to_json()
+    (r,) = load_registry("recipients:\n  - {id: a, name: A, alert_partitions: 3}\n")
+    assert r.alert_partitions == 3 and r.extras == {}
+    assert Recipient.from_json(r.to_json()) == r
+    errors = errors_of("recipients:\n  - {id: a, name: A, alert_partitions: 0}\n")
+    assert "alert_partitions: 0 is not between 1 and 64" in errors[0]
