@@ -351,6 +351,17 @@ def serves_metadata(bootstrap: str, timeout: float = 2.0,
     return True
 
 
+def _leaders(bootstrap: str, settings: dict[str, str] | None = None) -> tuple[int, int]:
+    """(partitions with a leader, partitions) as the broker's metadata says; (0, 0) if none."""
+    client = AdminClient({**(settings or {}), "bootstrap.servers": bootstrap, "log_level": 0})
+    try:
+        topics = client.list_topics(timeout=10).topics.values()
+    except Exception:  # not answering yet
+        return 0, 0
+    partitions = [p for t in topics for p in t.partitions.values()]
+    return sum(p.leader >= 0 for p in partitions), len(partitions)
+
+
 def start(config: Config, wait_seconds: float = 90.0, secure: bool = False) -> str:
     """Start the broker (fetching and formatting first if needed); returns the bootstrap.
 
@@ -391,18 +402,25 @@ def start(config: Config, wait_seconds: float = 90.0, secure: bool = False) -> s
                                    preexec_fn=_more_files)
     paths.pid_file.write_text(f"{process.pid} {bootstrap}\n")
     settings = _client_settings(config, paths)
-    deadline = time.monotonic() + wait_seconds
+    deadline, led = time.monotonic() + wait_seconds, 0
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise BrokerError(f"broker exited with code {process.returncode}; see "
                               f"{paths.logs / 'server.log'} and {paths.console}:\n"
                               + _tail(paths.console))
-        if serves_metadata(bootstrap, settings=settings):
+        if serves_metadata(bootstrap, timeout=10.0, settings=settings):
             print(f"broker running (pid {process.pid}); bootstrap {bootstrap}; "
                   f"log {paths.logs / 'server.log'}; {_label(config, paths)}")
             for line in limits_advice():
                 print(f"note: {line}")
             return bootstrap
+        # a restart with thousands of partitions loads them for minutes: wait while it moves
+        loading, total = _leaders(bootstrap, settings)
+        if loading > led:
+            deadline = max(deadline, time.monotonic() + 30)
+            if total > 1000:
+                print(f"broker loading partitions: {loading:,} of {total:,} led", flush=True)
+            led = loading
         time.sleep(0.5)
     raise BrokerError(f"broker did not serve metadata within {wait_seconds:.0f}s; see "
                       f"{paths.logs / 'server.log'}")

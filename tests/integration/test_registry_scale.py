@@ -10,11 +10,14 @@ import sys
 import time
 import uuid
 
+import pytest
 import yaml
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
 from tests.integration.conftest import ROOT, threatroute
 from tests.integration.kafka_helpers import end_offsets, read_since, wait_drained
+from threatroute.topics import RECIPIENTS, alerts_topic
 
 COUNT = 10_000
 
@@ -43,7 +46,26 @@ def test_failed_topic_creation_leaves_the_registry_unwritten(kafka_env, tmp_path
     assert f"nope-{run}" not in listed
 
 
-def test_ten_thousand_recipients_import_and_run(kafka_env, bootstrap, tmp_path):
+@pytest.fixture
+def cleaned_up(bootstrap):
+    """Tombstones and deletes the 10,000 recipients afterwards: a broker holding 10,000 more
+    partitions takes minutes to restart, which every later test run would pay."""
+    yield
+    ids = [r["id"] for r in scale_registry()["recipients"]]
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for rid in ids:
+        producer.produce(RECIPIENTS, None, rid)
+    assert producer.flush(60) == 0
+    client = AdminClient({"bootstrap.servers": bootstrap})
+    existing = client.list_topics(timeout=30).topics
+    doomed = [alerts_topic(rid) for rid in ids if alerts_topic(rid) in existing]
+    for start in range(0, len(doomed), 1000):
+        for future in client.delete_topics(doomed[start:start + 1000],
+                                           operation_timeout=60).values():
+            future.result()
+
+
+def test_ten_thousand_recipients_import_and_run(kafka_env, bootstrap, tmp_path, cleaned_up):
     registry = tmp_path / "registry.yaml"
     registry.write_text(yaml.safe_dump(scale_registry()))
     started = time.monotonic()
@@ -62,29 +84,32 @@ def test_ten_thousand_recipients_import_and_run(kafka_env, bootstrap, tmp_path):
     wait_drained(bootstrap)
     since = {rid: end_offsets(bootstrap, f"alerts.{rid}") for rid in ("scale-09999",
                                                                        "scale-00000")}
+    log = tmp_path / "run.log"  # a file, not a pipe nobody reads while it runs
     pipeline = subprocess.Popen(
         [sys.executable, "-m", "threatroute.streams.commands.cli", "run", "all",
          "--metrics-port", "0", "--ipasn", str(data / "ipasn.dat"),
          "--asnames", str(data / "asnames.json"), "--geoip", str(data / "demo-city.mmdb")],
-        cwd=ROOT, env=kafka_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        cwd=ROOT, env=kafka_env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     try:
-        feed = f"scale-{uuid.uuid4().hex[:8]}"
-        records = [
+        run = uuid.uuid4().hex[:8]
+        feed = f"scale-{run}"
+        records = [  # new indicators each run (the broker keeps dedup state between runs)
             {"classification": {"type": "scanner"}, "feed": {"name": feed}, "tlp": "GREEN",
-             "source": {"ip": f"100.{64 + 9999 // 256}.{9999 % 256}.7"}},
+             "source": {"ip": f"100.{64 + 9999 // 256}.{9999 % 256}.7",
+                        "port": 1024 + int(run, 16) % 60000}},
             {"classification": {"type": "phishing"}, "feed": {"name": feed}, "tlp": "GREEN",
-             "source": {"url": "http://www.scale-00000.example/login"}},
+             "source": {"url": f"http://www.scale-00000.example/{run}/login"}},
         ]
         path = tmp_path / "in.jsonl"
         path.write_text("".join(json.dumps(r) + "\n" for r in records))
         threatroute("ingest", "jsonl", str(path), env=kafka_env)
         for rid, n in (("scale-09999", 0), ("scale-00000", 1)):
             alerts = read_since(bootstrap, f"alerts.{rid}", since[rid], expect=1, timeout=180)
-            assert [a["recipient"] for _, a in alerts] == [rid], pipeline.poll()
+            assert [a["recipient"] for _, a in alerts] == [rid], log.read_text()[-3000:]
             assert alerts[0][1]["indicator"]["feed"]["name"] == feed
             assert alerts[0][1]["indicator"]["source"].get(
                 ("ip", "url")[n]) == records[n]["source"][("ip", "url")[n]]
     finally:
         pipeline.send_signal(signal.SIGTERM)
-        _, err = pipeline.communicate(timeout=120)
-    assert pipeline.returncode == 0, err.decode()[-3000:]
+        pipeline.wait(timeout=120)
+    assert pipeline.returncode == 0, log.read_text()[-3000:]
