@@ -20,20 +20,25 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
+from tests.integration.conftest import ROOT
 from tests.integration.gateway_helpers import (
     config_file,
     free_port,
+    issue_tokens,
     metric,
     route,
     start,
+    start_gateway,
     stop,
 )
 from tests.integration.kafka_helpers import end_offsets, read_since
+from tests.integration.prometheus_helpers import dashboard_queries, start_prometheus
 from threatroute import topics
 from threatroute.deadletter import original_bytes
 from threatroute.matchers.received import read_alert
 from threatroute.streams.delivery.webhook import SIGNATURE_HEADER, verify
 
+DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "operations.json"
 FAILURES, ATTEMPTS = 5, 2  # the failing receiver refuses 5 requests; 2 attempts per alert
 SMTP_USER, SMTP_PASSWORD = "threatroute", "smtp-pass-for-tests"
 
@@ -123,22 +128,38 @@ def test_webhooks_signed_dead_lettered_and_digests_mailed(kafka_env, bootstrap, 
               "username": SMTP_USER},
         gateway={"public_url": "https://gateway.example"})
     env = {**world.env, "GA_HOOK_SECRET": "secret-a", "THREATROUTE_SMTP_PASSWORD": SMTP_PASSWORD}
+    a, b, c = world.rid("ga"), world.rid("gb"), world.rid("gc")
+    expected_b = {x["alert_id"] for x in world.alerts[b]}
+    # the gateway too, so that the dashboard's delivery row has every path to show
+    issue_tokens(world, tmp_path)
+    gateway = start_gateway(world.env, tmp_path)
+    prometheus = start_prometheus(tmp_path / "prom", [f"127.0.0.1:{metrics_port}",
+                                                      f"127.0.0.1:{gateway.metrics_port}"], [])
     deliver_log = tmp_path / "deliver.log"
     deliverer = start(["deliver", "--config", str(config), "--metrics-port", str(metrics_port)],
                       env, deliver_log)
-    a, b, c = world.rid("ga"), world.rid("gb"), world.rid("gc")
-    expected_b = {x["alert_id"] for x in world.alerts[b]}
     try:
+        with gateway.client(world.tokens[a]) as client:
+            assert client.get("/taxii2/alerts/collections/").status_code == 200
+            assert client.post(f"/api/v1/alerts/{world.alerts[a][0]['alert_id']}/feedback",
+                               json={"status": "acknowledged"}).status_code == 202
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not (
                 len(good.requests) >= 6 and len(failing.accepted()) >= 2
                 and {x["alert_id"] for x in world.alerts[c]} <= mailed_ids(mailbox)):
             assert deliverer.poll() is None, deliver_log.read_text()[-3000:]
             time.sleep(0.5)
-        time.sleep(3)  # nothing more arrives: no duplicates, no late extras
+        time.sleep(15)  # nothing more arrives (no duplicates, no late extras); a few scrapes
         scrape = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+        # every panel of the operations dashboard's delivery row has data
+        queries = [(title, expr) for title, expr in dashboard_queries(DASHBOARD)
+                   if "threatroute_delivery_" in expr or "threatroute_gateway_" in expr]
+        assert len(queries) == 6
+        assert [(t, e) for t, e in queries if not prometheus.query(e)] == []
     finally:
         stop(deliverer, deliver_log)
+        stop(gateway.process, gateway.log)
+        prometheus.stop()
 
     # A: every alert once, every signature right, the body the alert itself
     assert all(r["signed"] for r in good.requests)
