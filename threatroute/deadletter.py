@@ -12,7 +12,11 @@ from typing import Any
 
 from threatroute import fields
 
-MAX_ORIGINAL = 1 << 20  # keep a giant line's bytes only up to 1 MiB (it is counted either way)
+# a giant line's bytes are kept up to 512 KiB (its size is recorded either way): base64 makes
+# that 683 KiB, so the dead letter stays under the broker's 1 MB message limit and is never
+# itself refused (a 1 MiB cut made a 1.4 MB letter that aborted ingest part-way)
+MAX_ORIGINAL = 512 * 1024
+MAX_REASON = 1000
 
 
 def dead_letter(original: bytes, reason: str, *, stage: str, field: str | None = None,
@@ -20,7 +24,7 @@ def dead_letter(original: bytes, reason: str, *, stage: str, field: str | None =
     """Build the dead-letter record for `original`; `origin` says where it came from."""
     kept = original[:MAX_ORIGINAL]
     record: dict[str, Any] = {
-        "reason": reason,
+        "reason": reason[:MAX_REASON],
         "stage": stage,
         "time": fields.now(),
         "original": base64.b64encode(kept).decode("ascii"),

@@ -67,9 +67,18 @@ def lowercase_string(value: object) -> str:
     return _text(value).lower()
 
 
+def _unscoped(text: str) -> str:
+    # Refused rather than normalised: the zone (`%eth0`) names an interface of the reporting
+    # host, and the address without it is link-local, routable by no one (threatroute/contract)
+    if "%" in text:
+        raise InvalidRecord(f"scoped IPv6 address {text[:64]!r}: the zone is local to the "
+                            "reporting host; not routable")
+    return text
+
+
 def ip(value: object) -> str:
-    """Canonical IPv4/IPv6 text; IPv4-mapped IPv6 becomes plain IPv4."""
-    text = refang(_text(value, 64)).strip("[]")
+    """Canonical IPv4/IPv6 text; IPv4-mapped IPv6 becomes plain IPv4; scoped IPv6 is refused."""
+    text = _unscoped(refang(_text(value, 64)).strip("[]"))
     try:
         address = ipaddress.ip_address(text)
     except ValueError:
@@ -81,7 +90,7 @@ def ip(value: object) -> str:
 
 def network(value: object) -> str:
     """Canonical CIDR; host bits are cleared (IntelMQ does the same), a bare IP is a /32 or /128."""
-    text = refang(_text(value, 64))
+    text = _unscoped(refang(_text(value, 64)))
     try:
         return str(ipaddress.ip_network(text, strict=False))
     except ValueError:

@@ -1,13 +1,15 @@
 """`threatroute ingest`: parse a feed file and produce it to indicators.raw.
 
-Accepted indicators go to `indicators.raw` keyed by the indicator key; refused items go to
-`indicators.invalid` as dead letters with their original bytes. `--dry-run` prints the
-normalised records instead and needs no broker.
+Accepted indicators (those the record contract admits, threatroute/contract.py) go to
+`indicators.raw` keyed by the indicator key, as the bytes the contract checked; refused items go
+to `indicators.invalid` as dead letters with their original bytes and the reason, and the
+ingest goes on with the next item, whatever the refused one held (bad Unicode, a line over
+the size limit, a broken document). `--dry-run` prints the normalised records instead and
+needs no broker.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Iterator
@@ -15,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TextIO
 
+from threatroute import topics
+from threatroute.contract import seal
 from threatroute.deadletter import dead_letter
 from threatroute.feeds import get_format
 from threatroute.feeds.base import Accepted, Context, Rejected, Tally, parse_report
@@ -22,8 +26,8 @@ from threatroute.streams.commands.base import DONE, REFUSED, command
 from threatroute.streams.config import Config
 from threatroute.streams.kafka.clients import AckedProducer, encode
 
-RAW_TOPIC = "indicators.raw"
-INVALID_TOPIC = "indicators.invalid"
+RAW_TOPIC = topics.RAW
+INVALID_TOPIC = topics.INVALID
 PROGRESS_MIN_BYTES = 1 << 20  # a bar only for inputs big enough to take a moment
 
 
@@ -101,10 +105,11 @@ def ingest(options: IngestOptions, config: Config | None, out: TextIO = sys.stdo
         for outcome in parse_report(fmt, reader, context, dict(options.defaults)):  # type: ignore[arg-type]
             tally.add(outcome)
             if isinstance(outcome, Accepted):
+                value = outcome.value or seal(outcome.record)
                 if producer:
-                    producer.send(RAW_TOPIC, encode(outcome.record), outcome.key)
+                    producer.send(RAW_TOPIC, value, outcome.key)
                 else:
-                    out.write(json.dumps(outcome.record, ensure_ascii=False) + "\n")
+                    out.write(value.decode() + "\n")
             elif isinstance(outcome, Rejected):
                 letter = dead_letter(outcome.raw, outcome.reason, stage="ingest",
                                      field=outcome.field,

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
+from threatroute.contract import check_record
 from threatroute.deadletter import dead_letter
 from threatroute.streams.kafka.clients import AckedProducer, decode, encode, slot
 from threatroute.streams.runtime.metrics import StageMetrics
@@ -81,8 +82,9 @@ def decode_batch(messages: list[Message], raw_input: bool = False
         except (ValueError, UnicodeDecodeError) as exc:
             refused.append(Refused(raw, f"not JSON: {exc}"[:300]))
             continue
-        if not isinstance(record, dict):
-            refused.append(Refused(raw, f"expected a JSON object, got {type(record).__name__}"))
+        reason = check_record(record, len(raw))  # the record contract: what transforms assume
+        if reason:
+            refused.append(Refused(raw, reason))
             continue
         inputs.append(Input(message.key(), record, raw, message.timestamp()[1]))
     return inputs, refused

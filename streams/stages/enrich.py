@@ -59,8 +59,12 @@ class EnrichStage:
 
 
 def refusal(stage: str, raw: bytes, exc: Exception) -> Refused:
-    """The dead letter for a record a stage's transform could not handle (logged: a bug)."""
-    log.exception("%s: record refused", stage)
+    """The dead letter for a record a stage's transform could not handle.
+
+    Records reaching a transform hold the record contract, so this is a bug: logged, in one
+    line (a stage never logs a traceback for a record; the dead letter keeps the bytes).
+    """
+    log.warning("%s: record refused: %s: %s", stage, type(exc).__name__, str(exc)[:200])
     return Refused(raw, f"{stage} failed: {type(exc).__name__}: {exc}"[:300])
 
 

@@ -28,8 +28,9 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from threatroute.contract import check_record
 from threatroute.deadletter import dead_letter
-from threatroute.errors import ConfigError
+from threatroute.errors import ConfigError, InvalidRecord
 from threatroute.matchers.dedup import AlertState, DedupPolicy, decide
 from threatroute.matchers.formats import alert_record, render
 from threatroute.matchers.index import MatchIndex
@@ -204,6 +205,9 @@ class MatchStage:
         raw = message.value() or b""
         try:
             record = decode(raw)
+            reason = check_record(record, len(raw))  # the record contract
+            if reason:
+                raise InvalidRecord(reason)
             # our stages always key by indicator key; a record produced by hand may lack one
             raw_key = message.key()
             key = raw_key.decode() if raw_key else indicator_key(record)

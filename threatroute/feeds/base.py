@@ -2,10 +2,10 @@
 
 A format splits a report into units (a line, a CSV row, one JSON element), each kept with its
 original bytes, and maps each unit to flat IntelMQ events through a table of
-(field, column-or-function). The runner validates every event with `normalise_indicator`;
-a unit that fails to decode or map, or an event that fails validation, becomes a `Rejected`
-carrying the original bytes and the reason, and the runner carries on. Fourteen formats,
-one loop.
+(field, column-or-function). The runner admits every event through the record contract
+(`contract.admit`: normalise, check, encode within the size limit); a unit that fails to decode
+or map, or an event the contract refuses, becomes a `Rejected` carrying the original bytes and
+the reason, and the runner carries on, whatever the unit holds. Fourteen formats, one loop.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any, ClassVar
 
+from threatroute.contract import MAX_UNIT_BYTES, admit
 from threatroute.errors import InvalidRecord, ThreatrouteError
-from threatroute.record import indicator_key, normalise_indicator
 
-MAX_UNIT_BYTES = 256 * 1024  # a line this long is not an indicator: refuse before decoding
+__all__ = ["MAX_UNIT_BYTES"]  # a line longer than this is not an indicator: refused undecoded
 
 
 class BrokenDocument(InvalidRecord):
@@ -64,6 +64,7 @@ class Accepted:
     record: dict[str, Any]
     key: str
     number: int
+    value: bytes = b""  # the record encoded, as the contract checked it (its size included)
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,14 +290,13 @@ def _run_unit(fmt: FeedFormat, unit: Unit, context: Context, defaults: Mapping[s
             yield Rejected(unit.raw, event.reason, unit.number, event.field)
             continue
         try:
-            record = normalise_indicator(event, defaults)
-            key = indicator_key(record)
+            admitted = admit(event, defaults)
         except InvalidRecord as exc:
             yield Rejected(unit.raw, exc.reason, unit.number, exc.field)
         except _UNEXPECTED as exc:
             yield Rejected(unit.raw, _unexpected(exc), unit.number)
         else:
-            yield Accepted(record, key, unit.number)
+            yield Accepted(admitted.record, admitted.key, unit.number, admitted.value)
 
 
 def _unexpected(exc: BaseException) -> str:
