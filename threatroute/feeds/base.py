@@ -195,7 +195,14 @@ def json_document(stream: IO[bytes]) -> Any:
 def json_elements(items: Iterable[Any], start: int = 1) -> Iterator[Unit]:
     """Units for the elements of a decoded JSON document; raw is each element re-encoded."""
     for number, item in enumerate(items, start):
-        yield Unit(json.dumps(item, ensure_ascii=False).encode(), number, item)
+        yield Unit(_element_bytes(item), number, item)
+
+
+def _element_bytes(item: Any) -> bytes:
+    try:
+        return json.dumps(item, ensure_ascii=False).encode()
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800" in the document): keep it escaped
+        return json.dumps(item).encode()
 
 
 def unit_value(unit: Unit) -> Any:
@@ -265,6 +272,8 @@ def parse_report(fmt: FeedFormat, stream: IO[bytes], context: Context | None = N
         yield Rejected(exc.raw, exc.reason, 0)
     except InvalidRecord as exc:  # a format that refused the report without keeping its bytes
         yield Rejected(b"", exc.reason, 0, exc.field)
+    except _UNEXPECTED as exc:  # a splitter bug: say so in a dead letter, never crash ingest
+        yield Rejected(b"", _unexpected(exc), 0)
 
 
 # a unit shaped unlike anything the format expects (or nested past the recursion limit):
