@@ -29,6 +29,7 @@ import string
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -254,9 +255,17 @@ def _tls(config: Config, paths: BrokerPaths) -> tuple[Path, Path, str]:
     return files.ca, files.broker, ""
 
 
-def _cluster_id() -> str:
-    # what `kafka-storage.sh random-uuid` prints: a UUID in URL-safe base64 without padding
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+def cluster_id(random_bytes: Callable[[], bytes] = lambda: uuid.uuid4().bytes) -> str:
+    """A new KRaft cluster id, as `kafka-storage.sh random-uuid` prints it: 16 random bytes in
+    URL-safe base64 without padding.
+
+    Like Kafka's own Uuid.randomUuid(), an id that starts with "-" is drawn again: the storage
+    tool would read `-t -xyz...` as an option (one id in 64 did, and `broker start` failed).
+    """
+    while True:
+        candidate = base64.urlsafe_b64encode(random_bytes()).decode().rstrip("=")
+        if not candidate.startswith("-"):
+            return candidate
 
 
 def _formatted(paths: BrokerPaths) -> bool:
@@ -280,7 +289,7 @@ def _format_storage(java: str, libs: Path, paths: BrokerPaths, config: Config,
     arguments = ["-cp", f"{libs}/*",
                  "-Dlog4j2.configurationFile=" + str(KAFKA_DIR / "log4j2.properties"),
                  f"-Dkafka.logs.dir={paths.logs}", "kafka.tools.StorageTool", "format",
-                 "-t", _cluster_id(), "-c", str(paths.properties)]
+                 f"--cluster-id={cluster_id()}", "-c", str(paths.properties)]
     if secure:
         pipeline_password = security.new_password()
         broker_password = _broker_secrets(paths)["broker.password"]
