@@ -14,6 +14,7 @@ is accounted for.
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import json
@@ -524,7 +525,7 @@ def stage_message(v: Vocab) -> bytes:
     if how == 0:
         return mangled(v, dumps(indicator_object(v), v.chance(2)))
     record = json.loads(json.dumps(BASE_RECORD))
-    for _ in range(v.pick([0, 1, 1, 2, 3])):
+    for _ in range(v.pick([0, 0, 0, 1, 1, 2, 3])):
         *groups, leaf = v.pick(KNOWN_PATHS).split(".")
         node = record
         for group in groups:
@@ -533,15 +534,31 @@ def stage_message(v: Vocab) -> bytes:
                 child = node[group] = {}
             node = child
         if v.rng.randrange(5):
-            node[leaf] = v.cell(v.pick(list(GOOD))) if v.chance(2) else v.pick(v.junk)
+            # a copy: a later path may lead into this value, which must never contain itself
+            node[leaf] = copy.deepcopy(v.cell(v.pick(list(GOOD))) if v.chance(2)
+                                       else v.pick(v.junk))
         else:
             node.pop(leaf, None)
     return mangled(v, dumps(record, v.chance(2)))
 
 
-def stage_messages(count: int) -> st.SearchStrategy[list[bytes]]:
-    return vocabularies.map(lambda v: [stage_message(v) for _ in range(v.rng.randrange(
-        count // 2, count + 1))])
+def stage_key(v: Vocab) -> bytes | None:
+    """A message key: the stages' own (32 hex), none, or one a careless producer chose."""
+    how = v.rng.randrange(20)
+    if how == 0:
+        return None
+    if how == 1:
+        return v.pick([*v.noise, b"", b"k" * 300, "\u00e9".encode()])
+    return b"%032x" % v.rng.getrandbits(128)
+
+
+Keyed = tuple[bytes | None, bytes]
+
+
+def stage_messages(count: int) -> st.SearchStrategy[list[Keyed]]:
+    """Lists of (key, value) messages for an indicator topic."""
+    return vocabularies.map(lambda v: [(stage_key(v), stage_message(v)) for _ in range(
+        v.rng.randrange(count // 2, count + 1))])
 
 
 # -- the fixed cases of issue 12 -------------------------------------------------------------------
@@ -568,7 +585,7 @@ ISSUE_LINES: dict[str, bytes] = {
     "typed accuracy": json.dumps({**ISSUE_GOOD, "feed": {"accuracy": "NaN"}}).encode(),
     "deep unknown group": json.dumps({**ISSUE_GOOD, "a": {"b": {"c": {"d": {"e": "f"}}}}}).encode(),
 }
-ISSUE_STAGE_RECORDS: dict[str, bytes] = {  # produced past ingest, straight onto a stage's input
+ISSUE_STAGE_RECORDS: dict[str, bytes] = {  # produced past ingest, straight onto a stage input
     "scoped IPv6": json.dumps({**BASE_RECORD, "source": {"ip": "fe80::1%eth0"}}).encode(),
     "non-canonical IPv6": json.dumps({**BASE_RECORD, "source": {"ip": "2001:DB8::1"}}).encode(),
     "typed asn": json.dumps({**BASE_RECORD, "source": {"ip": "192.0.2.1", "asn": "64500"}}

@@ -356,6 +356,17 @@ def violation(record: Any) -> tuple[str, str] | None:
     return None
 
 
+_KEY = re.compile(rb"[A-Za-z0-9_.:-]{1,128}")
+
+
+def check_key(key: bytes | None) -> str | None:
+    """Why a message key breaks the contract, or None. Keys are what the stages write (the
+    32-hex indicator key) or absent; the match stage reads them as text."""
+    if key is None or _KEY.fullmatch(key):
+        return None
+    return f"message key is not an indicator key: {key[:40]!r}"
+
+
 def check_record(record: Any, size: int | None = None) -> str | None:
     """Why `record` (decoded from `size` bytes, when known) breaks the contract, or None.
 
@@ -453,6 +464,7 @@ __all__ = [
     "Admitted",
     "admit",
     "admit_json",
+    "check_key",
     "check_record",
     "decode_object",
     "seal",

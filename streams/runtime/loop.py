@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
-from threatroute.contract import check_record
+from threatroute.contract import check_key, check_record
 from threatroute.deadletter import dead_letter
 from threatroute.streams.kafka.clients import AckedProducer, decode, encode, slot
 from threatroute.streams.runtime.metrics import StageMetrics
@@ -82,7 +82,8 @@ def decode_batch(messages: list[Message], raw_input: bool = False
         except (ValueError, UnicodeDecodeError) as exc:
             refused.append(Refused(raw, f"not JSON: {exc}"[:300]))
             continue
-        reason = check_record(record, len(raw))  # the record contract: what transforms assume
+        # the record contract: what the transforms (and the next stage) assume
+        reason = check_record(record, len(raw)) or check_key(message.key())
         if reason:
             refused.append(Refused(raw, reason))
             continue

@@ -28,7 +28,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from threatroute.contract import check_record
+from threatroute.contract import check_key, check_record
 from threatroute.deadletter import dead_letter
 from threatroute.errors import ConfigError, InvalidRecord
 from threatroute.matchers.dedup import AlertState, DedupPolicy, decide
@@ -205,7 +205,7 @@ class MatchStage:
         raw = message.value() or b""
         try:
             record = decode(raw)
-            reason = check_record(record, len(raw))  # the record contract
+            reason = check_record(record, len(raw)) or check_key(message.key())  # the contract
             if reason:
                 raise InvalidRecord(reason)
             # our stages always key by indicator key; a record produced by hand may lack one

@@ -10,6 +10,7 @@ no traceback is logged. The figures are printed at the end of the run (tests/con
 from __future__ import annotations
 
 import io
+import json
 import logging
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -193,9 +194,12 @@ def test_stix_documents_over_the_message_size_are_dead_lettered_within_it(pipeli
     assert all(len(letter) < hostile.BROKER_MESSAGE_LIMIT for letter in letters)
 
 
-def messages(values: list[bytes]) -> list[Message]:
-    return [Message(topic="indicators.raw", partition=0, offset=i, key=b"k", value=v)
-            for i, v in enumerate(values)]
+def messages(keyed: list[tuple[bytes | None, bytes]]) -> list[Message]:
+    return [Message(topic="indicators.raw", partition=0, offset=i, key=k, value=v)
+            for i, (k, v) in enumerate(keyed)]
+
+
+ISSUE_MESSAGES = [(b"0" * 32, value) for value in ISSUE_STAGE_RECORDS.values()]
 
 
 def test_stage_decoding_refuses_what_breaks_the_contract_and_the_stages_take_the_rest(
@@ -204,11 +208,11 @@ def test_stage_decoding_refuses_what_breaks_the_contract_and_the_stages_take_the
 
     @fuzz_settings(DECODER_EXAMPLES)
     @given(values=stage_messages(60))
-    @example(values=list(ISSUE_STAGE_RECORDS.values()))
-    def run(values: list[bytes]) -> None:
+    @example(values=ISSUE_MESSAGES)
+    def run(values: list[tuple[bytes | None, bytes]]) -> None:
         inputs, refused = decode_batch(messages(values))
         assert len(inputs) + len(refused) == len(values)
-        assert {r.raw for r in refused} <= set(values)
+        assert {r.raw for r in refused} <= {v for _, v in values}
         assert all(r.reason for r in refused)
         for item in inputs:
             counts["alerts"] += pipeline.run(item.record)
@@ -225,9 +229,12 @@ def test_stage_decoding_refuses_what_breaks_the_contract_and_the_stages_take_the
 
 
 def test_issue_stage_records_are_refused_at_decoding():
-    inputs, refused = decode_batch(messages(list(ISSUE_STAGE_RECORDS.values())))
+    inputs, refused = decode_batch(messages(ISSUE_MESSAGES))
     assert not inputs
     assert [r.raw for r in refused] == list(ISSUE_STAGE_RECORDS.values())
+    good = json.dumps(hostile.BASE_RECORD).encode()
+    inputs, refused = decode_batch(messages([(b"\xff\xfe", good), (b"0" * 32, good)]))
+    assert len(inputs) == 1 and "key" in refused[0].reason
 
 
 FACTS = AlertFacts("a" * 22, "examplehost", "0" * 32, "phishing", "fuzz", "prefix x",
