@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 
+from threatroute.streams.config import load_config
 from threatroute.streams.kafka import broker
 from threatroute.streams.kafka.broker import BrokerPaths
 
@@ -40,7 +41,7 @@ def test_storage_tool_formats_generated_ids(run, tmp_path, monkeypatch, kafka_en
     draws = itertools.chain([dashed], iter(uuid.uuid4, None))
     monkeypatch.setattr(broker.uuid, "uuid4", lambda: next(draws))
     paths = _paths(tmp_path / "state")
-    broker._format_storage(java, libs, paths)
+    broker._format_storage(java, libs, paths, load_config(None), secure=False)
     formatted = _cluster_id_of(paths)
     assert not formatted.startswith("-") and len(formatted) == 22
 
@@ -49,5 +50,6 @@ def test_even_an_id_beginning_with_a_dash_is_passed_as_a_value(tmp_path, monkeyp
     # `-t -xyz` was read as an option; `--cluster-id=-xyz` is a value whatever it holds
     monkeypatch.setattr(broker, "cluster_id", lambda: "-" + "A" * 21)
     paths = _paths(tmp_path / "state")
-    broker._format_storage(broker._java(), broker.ensure_jars(), paths)
+    broker._format_storage(broker._java(), broker.ensure_jars(), paths, load_config(None),
+                           secure=False)
     assert _cluster_id_of(paths) == "-" + "A" * 21
