@@ -318,7 +318,9 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
         renotify_hours=float(match.get("renotify_hours", 24)),
         default_tlp=str(match.get("default_tlp", "AMBER")).upper(),
         metrics_port=int(os.environ.get("THREATROUTE_METRICS_PORT") or metrics.get("port", 9464)),
-        metrics_address=str(metrics.get("address", "127.0.0.1")),
+        # containers listen on 0.0.0.0 for Prometheus (deploy/compose.yaml, deploy/kubernetes)
+        metrics_address=os.environ.get("THREATROUTE_METRICS_ADDRESS")
+        or str(metrics.get("address", "127.0.0.1")),
         active_days=float(metrics.get("active_days", 7)),
         baseline_start=str(metrics.get("baseline_start", "")),
         sasl_username=credentials.get("sasl.username", ""),
