@@ -46,12 +46,20 @@ class Services:
         form that the browser would send with the desk's Basic credentials does not."""
         return hmac.new(self.csrf_key, recipient.encode(), hashlib.sha256).hexdigest()
 
+    def feedback_topic(self, recipient: str) -> str:
+        """`feedback.<id>` on a secure broker; without ACLs (plaintext, a local trial) there are
+        no per-recipient feedback topics and every report goes to the shared `feedback` topic
+        (streams/runtime/registry.py, recipient_topic_specs), the recipient named from the
+        token either way."""
+        return topics.feedback_topic(recipient) if self.config.secure else topics.FEEDBACK
+
     def answer(self, recipient: str, alert_id: str, status: str, note: str | None,
                path: str) -> dict[str, Any]:
-        """Write one feedback record to `feedback.<recipient>`; the feedback stage judges it."""
+        """Write one feedback record (see `feedback_topic`); the feedback stage judges it."""
         record = feedback_record(alert_id, recipient, status, note)
-        topic = topics.feedback_topic(recipient)
-        self.writer.ensure(topic)
+        topic = self.feedback_topic(recipient)
+        if topic != topics.FEEDBACK:
+            self.writer.ensure(topic)
         self.writer.send(topic, [(alert_id, encode(record))])
         with self.pending_lock:
             self.pending[alert_id] = status

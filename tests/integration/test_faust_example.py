@@ -11,6 +11,8 @@ from tests.integration.conftest import ROOT
 from tests.integration.gateway_helpers import route, stop
 from tests.integration.kafka_helpers import end_offsets, read_since
 from threatroute import topics
+from threatroute.streams.config import load_config
+from threatroute.streams.kafka.admin import admin, ensure_topics
 
 
 def test_faust_worker_acknowledges_every_new_alert(kafka_env, bootstrap, tmp_path):
@@ -18,6 +20,9 @@ def test_faust_worker_acknowledges_every_new_alert(kafka_env, bootstrap, tmp_pat
     stop(pipeline, log)
     a = world.rid("ga")
     feedback = topics.feedback_topic(a)
+    # recipients' own feedback topics exist on a secure broker; this one is plaintext
+    config = load_config(bootstrap=bootstrap)
+    ensure_topics(admin(config), [config.recipient_topic(feedback)])
     since = end_offsets(bootstrap, feedback)
     worker_log = tmp_path / "faust.log"
     env = {**kafka_env, "THREATROUTE_RECIPIENT": a, "THREATROUTE_BOOTSTRAP": bootstrap}
