@@ -37,7 +37,7 @@ from threatroute.matchers.formats import alert_record
 from threatroute.matchers.index import MatchIndex
 from threatroute.matchers.reroute import correction, reroute
 from threatroute.matchers.rules import RoutingRules
-from threatroute.matchers.trust import FeedCounts, FeedTrust, sum_counts
+from threatroute.matchers.trust import FeedCounts, FeedTrust
 from threatroute.matchers.verdicts import Judgement, Verdict, judge, merge, obsolete
 
 VERDICTS, WATCH, TRUST = topics.MATCH_VERDICTS, topics.MATCH_WATCH, topics.MATCH_TRUST
@@ -90,9 +90,7 @@ class FeedbackRouting:
     def learn(self, all_counts: Mapping[str, Any]) -> None:
         """Rebuild feed trust from every partition's counts (`match.trust` read whole: keys
         `feed`, values carrying the counts; see `trust_value`)."""
-        parts = [(str(v.get("feed")), FeedCounts.from_json(v)) for v in all_counts.values()
-                 if isinstance(v, Mapping) and v.get("feed")]
-        self.trust = FeedTrust(sum_counts(parts), self.rules.trust)
+        self.trust = FeedTrust.from_rows(all_counts.values(), self.rules.trust)
 
     # -- routing a sighting ------------------------------------------------------------------
     def not_owners(self, partition: int, key: str) -> frozenset[str]:

@@ -143,7 +143,7 @@ def escalation_alert(watched: Watched, level: int, recipient: str, alert_id: str
     hours = open_for(watched, now).total_seconds() / 3600
     deadline = policy.deadline(watched.classification) or timedelta(0)
     kind = LEVELS[level - 1]
-    state = "answered wont_fix" if watched.status == "wont_fix" else "not acknowledged"
+    state = "answered wont_fix" if watched.status == "wont_fix" else "did not acknowledge"
     why = (f"escalation ({kind}): {watched.recipient} {state} a {watched.classification} alert "
            f"open for {hours:.1f}h (acknowledge within {deadline.total_seconds() / 3600:g}h)")
     via = (f"subscribed asn {watched.asn}" if kind == "upstream"

@@ -40,6 +40,8 @@ def intelmq_event(alert: Mapping[str, Any]) -> dict[str, Any]:
         "extra.count": alert["count"],
         "extra.recurrence": bool(alert.get("recurrence", False)),
     })
+    if alert.get("escalation"):  # who did not act, for how long (an escalation alert)
+        event["extra.escalation"] = dict(alert["escalation"])
     if tlp:
         event["extra.tlp_2_0"] = tlp
     return event

@@ -210,6 +210,7 @@ def stix_bundle(alert: Mapping[str, Any]) -> dict[str, Any]:
             "notification": alert.get("notification", "new"),
             "reasons": list(alert.get("reasons", [])),
             "recurrence": bool(alert.get("recurrence", False)),
+            **({"escalation": dict(alert["escalation"])} if alert.get("escalation") else {}),
         }},
     }
     return {"type": "bundle",

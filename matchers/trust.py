@@ -99,6 +99,14 @@ class FeedTrust:
         self.policy = policy or TrustPolicy()
         self.feeds = {feed: trust_of(feed, c, self.policy) for feed, c in (counts or {}).items()}
 
+    @classmethod
+    def from_rows(cls, rows: Iterable[Any], policy: TrustPolicy | None = None) -> FeedTrust:
+        """From the `match.trust` table's values: one per feed and match partition, each
+        `{"feed": name, **counts}`; anything else is skipped."""
+        parts = [(str(v["feed"]), FeedCounts.from_json(v)) for v in rows
+                 if isinstance(v, Mapping) and isinstance(v.get("feed"), str) and v["feed"]]
+        return cls(sum_counts(parts), policy)
+
     def confidence(self, record: Mapping[str, Any]) -> tuple[float, Trust | None]:
         """(confidence to route `record` with, the feed's Trust if it changed anything)."""
         feed = record.get("feed") or {}

@@ -24,6 +24,7 @@ from typing import Any
 
 import threatroute
 from threatroute.errors import ConfigError
+from threatroute.matchers.rules import RoutingRules, rules_from
 from threatroute.outcomes import BaselineWindow
 from threatroute.streams.logs import librdkafka_logger
 
@@ -42,6 +43,11 @@ PIPELINE_TOPICS = (
     "alerts.ledger",
     "alerts.status",
     "match.state",
+    "match.feedback",
+    "match.verdicts",
+    "match.watch",
+    "match.trust",
+    "corrections",
     "feedback",
     "feedback.invalid",
     "recipients",
@@ -154,6 +160,7 @@ class Config:
     recipient_topics: tuple[TopicSpec, ...] = ()  # templates named "alerts.*", ...
     gateway: GatewaySettings = GatewaySettings()
     delivery: DeliverySettings = DeliverySettings()
+    rules: RoutingRules = field(default_factory=RoutingRules)  # [feedback] [trust] [hygiene] ...
 
     @property
     def secure(self) -> bool:
@@ -332,6 +339,8 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
         broker_tls_key_password_file=_path(broker.get("tls_key_password_file"), base),
         gateway=_gateway(raw.get("gateway", {})),
         delivery=_delivery(raw.get("delivery", {}), raw.get("smtp", {})),
+        # the suppression list is found beside the configuration file that names it
+        rules=rules_from(raw, config_path.parent),
     )
     return config.with_overrides(**overrides)
 

@@ -73,3 +73,52 @@ def test_without_data_files_stages_are_skipped_and_routing_still_explained(expla
     _, out = run(bare, [line], as_json=False)
     assert "asn       skipped" in out and "geo       skipped" in out
     assert "by domain examplehost.example" in out
+
+
+def test_screening_shows_suppression_and_offline_and_nobody_is_reached(explainer, tmp_path):
+    from datetime import UTC, datetime
+
+    from threatroute.matchers.rules import RoutingRules
+
+    (tmp_path / "s.yaml").write_text("suppressions:\n  - addresses: [192.0.2.99]\n"
+                                     "    reason: our sinkhole\n"
+                                     "    expires: 2030-01-01T00:00:00Z\n")
+    screening = Explainer(recipients=explainer.recipients,
+                          rules=RoutingRules(suppressions=tmp_path / "s.yaml"),
+                          clock=lambda: datetime(2026, 6, 1, tzinfo=UTC))
+    lines = [json.dumps({"classification": {"type": "infected-system"},
+                         "source": {"ip": "192.0.2.99"}}),
+             json.dumps({"classification": {"type": "c2-server"}, "status": "offline",
+                         "source": {"ip": "192.0.2.15"}})]
+    _, out = run(screening, lines, as_json=False)
+    assert "screened  suppressed: suppressed by the operator's list (192.0.2.99: our " \
+           "sinkhole; until 2030-01-01T00:00:00+00:00)" in out
+    assert "screened  offline: the feed marks it offline" in out
+    assert out.count("reaches   nobody: screened out before matching") == 2
+    _, out = run(screening, lines, as_json=True)
+    assert [json.loads(x)["screening"]["dropped"] for x in out.splitlines()] == \
+        ["suppressed", "offline"]
+    assert all(json.loads(x)["recipients"] == [] for x in out.splitlines())
+
+
+def test_learned_feed_trust_lowers_the_confidence_below_min_confidence(explainer):
+    from threatroute.matchers.trust import FeedTrust
+
+    # 8 false positives of 10 answered: factor 1 - 8 / (10 + 5) = 0.4667; 90 x that = 42
+    trust = FeedTrust.from_rows([{"feed": "noisy", "partition": 0, "answered": 6,
+                                  "false_positive": 5, "not_ours": 0},
+                                 {"feed": "noisy", "partition": 3, "answered": 4,
+                                  "false_positive": 3, "not_ours": 0}])
+    learned = Explainer(recipients=explainer.recipients, trust=trust)
+    line = json.dumps({"classification": {"type": "c2-server"}, "source": {"ip": "192.0.2.15"},
+                       "tlp": "GREEN", "feed": {"name": "noisy", "accuracy": 90}})
+    _, out = run(learned, [line], as_json=False)
+    assert "screen    passed; confidence 42 (feed noisy trust x0.47 (8 false positive, " \
+           "0 not ours of 10 answered))" in out
+    assert "blocked   examplehost" in out and "accuracy 42 is below its min_confidence" in out
+    _, out = run(learned, [line], as_json=True)
+    result = json.loads(out)
+    assert result["feed"]["accuracy"] == 42 and result["extra"]["trust"]["feed_accuracy"] == 90
+    assert result["recipients"] == [r for r in result["recipients"] if r["id"] != "examplehost"]
+    _, plain = run(explainer, [line], as_json=False)
+    assert "screen    passed; confidence 90 (the feed's own accuracy)" in plain
