@@ -21,8 +21,8 @@ from threatroute.streams.commands.base import DONE, ERROR, HelpFormatter, global
 from threatroute.streams.config import Config, load_config
 
 # the command modules under threatroute.streams.commands, in the order --help lists them
-COMMANDS = ("broker", "ingest", "run", "status", "recipients", "corrections", "explain", "tail",
-            "gateway", "deliver", "data")
+COMMANDS = ("broker", "ingest", "run", "status", "recipients", "corrections", "explain", "report",
+            "tail", "gateway", "deliver", "data", "demo")
 
 DESCRIPTION = """\
 Route threat indicators to the hosters and CERTs who can act on them.

@@ -60,7 +60,10 @@ def test_global_options_before_or_after_every_subcommand(path):
              ("feedback",): ["a", "remediated"], ("recipients", "import"): ["f"],
              ("recipients", "show"): ["r"], ("recipients", "provision"): ["r", "--out", "f"],
              ("recipients", "revoke"): ["r"], ("recipients", "forget"): ["r"],
-             ("recipients", "token"): ["r", "--out", "f"]}.get(path, [])
+             ("recipients", "token"): ["r", "--out", "f"],
+             ("corrections", "accept"): ["c"], ("corrections", "reject"): ["c"],
+             ("demo", "world"): ["--out", "d"], ("demo", "round-two"): ["--out", "d"],
+             ("demo", "answer"): ["--out", "d"]}.get(path, [])
     options = ["--config", "c.toml", "--bootstrap", "h:1", "--log-format", "json",
                "--log-level", "warning"]
     before, after = parse(*options, *path, *extra), parse(*path, *extra, *options)
