@@ -11,34 +11,41 @@ to produce inside its transaction; it never touches Kafka.
 - `counts` (changelog `match.trust`, key `feed|partition`): feedback per feed on this
   partition's indicators; every worker reads all partitions of it to learn each feed's trust.
 
-Inputs: `on_feedback` for each accepted report (from `match.feedback`, keyed by indicator key,
-so it arrives on the partition that holds the indicator's state), `tick` for escalations, and
-`judge`/`not_owners`/`watch` while routing sightings.
+Inputs: `route` for each enriched record (screening, the verdict gates, dedup on the
+sighting's own time, watching new owner alerts), `on_feedback` for each accepted report (from
+`match.feedback`, keyed by indicator key, so it arrives on the partition that holds the
+indicator's state), and `tick` for escalations. Each returns the records to produce; the
+dedup states of the partition (`match.state`) are updated in place and their changelog
+records are among them.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, MutableMapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from threatroute import topics
-from threatroute.matchers.dedup import Action, AlertState, new_alert_id
+from threatroute.matchers.dedup import Action, AlertState, DedupPolicy, decide, new_alert_id
 from threatroute.matchers.escalation import (
     CLOSED,
+    LEVELS,
     Watched,
     escalate,
     escalation_alert,
     finished,
 )
 from threatroute.matchers.formats import alert_record
+from threatroute.matchers.hygiene import sighting_time
 from threatroute.matchers.index import MatchIndex
 from threatroute.matchers.reroute import correction, reroute
 from threatroute.matchers.rules import RoutingRules
+from threatroute.matchers.screen import screen
+from threatroute.matchers.suppression import SuppressionList
 from threatroute.matchers.trust import FeedCounts, FeedTrust
-from threatroute.matchers.verdicts import Judgement, Verdict, judge, merge, obsolete
+from threatroute.matchers.verdicts import Gate, Judgement, Verdict, judge, merge, obsolete
 
 VERDICTS, WATCH, TRUST = topics.MATCH_VERDICTS, topics.MATCH_WATCH, topics.MATCH_TRUST
 
@@ -58,11 +65,21 @@ def pair(recipient: str, key: str) -> str:
     return f"{recipient}|{key}"
 
 
+@dataclass
+class Routed:
+    """What routing one record produced: records to produce, and what happened (`counts`:
+    dedup actions, screening reasons, withheld reasons), for the stage's figures."""
+
+    emits: list[Emit] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+
+
 class FeedbackRouting:
     """The per-partition tables of the feedback rules, and the decisions over them."""
 
-    def __init__(self, rules: RoutingRules) -> None:
+    def __init__(self, rules: RoutingRules, suppressions: SuppressionList | None = None) -> None:
         self.rules = rules
+        self.suppressions = suppressions if suppressions is not None else SuppressionList()
         self.verdicts: dict[int, dict[str, Verdict]] = {}
         self.watched: dict[int, dict[str, Watched]] = {}
         self.counts: dict[int, dict[str, FeedCounts]] = {}
@@ -109,6 +126,63 @@ class FeedbackRouting:
                        now.replace(microsecond=0).isoformat(), dict(record))
         self.watched.setdefault(partition, {})[item.alert_id] = item
         return [Emit(WATCH, item.alert_id, item.to_json(), partition)]
+
+    def route(self, partition: int, record: Mapping[str, Any], key: str, index: MatchIndex,
+              states: MutableMapping[str, AlertState],
+              remediated_at: Callable[[str], str | None], now: datetime,
+              policy: DedupPolicy) -> Routed:
+        """Route one enriched record (keyed `key`) at `now`.
+
+        Screening first (suppression, hygiene, feed trust: `matchers/screen.py`); then the
+        index, routing around recipients that said not ours; then per recipient its verdict
+        (muted, quiet, fresh) and dedup on the sighting's own time. `states` (this partition's
+        dedup states by `pair`) is updated in place. Raises what the index raises on a record
+        it cannot route (the stage refuses that record).
+        """
+        out = Routed()
+        now = now.replace(microsecond=0)
+        screened = screen(record, now, self.suppressions, self.rules.hygiene, self.trust)
+        if screened.dropped is not None:
+            out.counts[screened.dropped] += 1  # suppressed, offline, expired
+            return out
+        record = dict(screened.record)
+        not_owners = self.not_owners(partition, key)
+        if not_owners:
+            out.counts["not_ours"] += len(not_owners)  # routed around them: withheld
+        matches = index.match(record, not_owners)
+        # dedup and recurrence go by when the indicator was seen, not when we got to it
+        sighting = sighting_time(record, now)
+        sent_at = now.isoformat()
+        for match in matches:
+            rid = match.recipient_id
+            name = pair(rid, key)
+            previous = states.get(name)
+            judgement = self.judge(partition, rid, key, previous, sighting)
+            if judgement.gate.blocks:
+                out.counts[judgement.gate.value] += 1  # muted, not_ours
+                continue
+            if judgement.gate is Gate.FRESH:
+                previous = None
+            remediated = judgement.remediated_at or (
+                remediated_at(previous.alert_id) if previous else None)
+            action, state = decide(previous, rid, key, sighting, policy, remediated)
+            quieted = judgement.action(action)
+            if quieted is not action:  # remediated or wont_fix: no re-notification
+                out.counts["quiet"] += 1
+                action = quieted
+                if previous is not None:
+                    state = replace(state, last_notified=previous.last_notified)
+            states[name] = state
+            alert = alert_record(state, action, record, match.reasons, sent_at)
+            out.emits += [Emit(topics.MATCH_STATE, name, state.to_json(), partition),
+                          Emit(topics.LEDGER, state.alert_id, alert)]
+            if action.notifies:
+                out.emits.append(Emit(topics.alerts_topic(rid), key, alert, alert=True))
+            if action in (Action.NEW, Action.RECURRENCE) and match.reasons[0].startswith(
+                    "owner"):
+                out.emits += self.watch(partition, state, record, now)
+            out.counts[action.value] += 1
+        return out
 
     # -- feedback ------------------------------------------------------------------------------
     def on_feedback(self, partition: int, report: Mapping[str, Any], index: MatchIndex,
@@ -206,6 +280,7 @@ class FeedbackRouting:
                     out += [Emit(topics.LEDGER, alert["alert_id"], alert),
                             Emit(topics.alerts_topic(rid), item.indicator_key, alert, alert=True)]
                     self.events["escalated"] += 1
+                    self.events[f"escalated_{LEVELS[step.level - 1]}"] += 1
                 if finished(step.watched, policy):
                     del watched[alert_id]
                     out.append(Emit(WATCH, alert_id, None, partition))
@@ -242,4 +317,5 @@ def trust_value(feed: str, partition: int, counts: FeedCounts) -> dict[str, Any]
     return {"feed": feed, "partition": partition, **counts.to_json()}
 
 
-__all__ = ["TRUST", "VERDICTS", "WATCH", "Emit", "FeedbackRouting", "pair", "trust_value"]
+__all__ = ["TRUST", "VERDICTS", "WATCH", "Emit", "FeedbackRouting", "Routed", "pair",
+           "trust_value"]

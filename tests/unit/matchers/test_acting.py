@@ -95,3 +95,138 @@ def test_acknowledgement_stops_escalation_and_feedback_counts_per_feed():
     assert acting.trust.feeds["c2"].counts.answered == 10
     assert acting.judge(0, "reseller", KEY, states[pair("reseller", KEY)],
                         T0 + timedelta(days=1)).gate is Gate.MUTED
+
+
+# -- routing a sighting: screening, verdict gates, dedup on the sighting's own time ------------
+
+from threatroute.matchers.dedup import DedupPolicy  # noqa: E402
+from threatroute.matchers.suppression import load_suppressions  # noqa: E402
+from threatroute.matchers.verdicts import FeedbackPolicy  # noqa: E402
+from threatroute.record import indicator_key, normalise_indicator  # noqa: E402
+
+POLICY = DedupPolicy(timedelta(days=7), timedelta(hours=1))
+
+
+def sighting(seen, **changes):
+    record = {**RECORD, **changes, "time": {"source": seen.isoformat()}}
+    return normalise_indicator(record)
+
+
+def routing(**rules):
+    acting = FeedbackRouting(RoutingRules(**rules), load_suppressions(
+        "suppressions:\n  - addresses: [198.18.11.99]\n    reason: our sinkhole\n"
+        "    expires: 2027-01-01T00:00:00Z\n"))
+    acting.restore(0, {}, {}, {})
+    return acting
+
+
+def alerts_of(routed):
+    return [(e.topic.removeprefix(topics.ALERTS_PREFIX), e.value["notification"])
+            for e in routed.emits if e.alert]
+
+
+def test_five_sinkhole_rows_on_five_source_ports_are_one_alert_with_count_5():
+    acting, states = routing(), {}
+    bot = {"classification": {"type": "infected-system"}, "tlp": "AMBER",
+           "feed": {"name": "sinkhole", "accuracy": 95}, "extra": {}}
+    rows = [sighting(T0, **bot, source={"ip": "198.18.11.50", "port": port, "asn": 64611})
+            for port in (49152, 49877, 51003, 55210, 61444)]
+    assert len({indicator_key(r) for r in rows}) == 1
+    results = [acting.route(0, r, indicator_key(r), INDEX, states, lambda a: None, T0, POLICY)
+               for r in rows]
+    assert [alerts_of(r) for r in results] == [[("big", "new")], [], [], [], []]
+    ledger = [e.value for r in results for e in r.emits if e.topic == topics.LEDGER]
+    assert {v["alert_id"] for v in ledger} == {ledger[0]["alert_id"]} and ledger[-1]["count"] == 5
+    # a C2 is taken down by its port: two ports, two indicators
+    c2 = [sighting(T0, source={"ip": "198.18.11.10", "port": p}) for p in (443, 8443)]
+    assert len({indicator_key(r) for r in c2}) == 2
+
+
+def test_suppressed_offline_and_expired_records_are_counted_not_routed():
+    acting, states = routing(), {}
+    cases = {"suppressed": sighting(T0, source={"ip": "198.18.11.99"}),
+             "offline": sighting(T0, status="offline"),
+             "expired": sighting(T0, extra={"valid_until": (T0 - timedelta(days=1)).isoformat()})}
+    for reason, record in cases.items():
+        routed = acting.route(0, record, KEY, INDEX, states, lambda a: None, T0, POLICY)
+        assert routed.emits == [] and routed.counts == {reason: 1}
+    assert states == {}
+
+
+def test_false_positive_mutes_that_recipient_for_the_configured_time_then_a_new_alert():
+    acting = routing(feedback=FeedbackPolicy(timedelta(days=2)))
+    states = {}
+    first = acting.route(0, sighting(T0), KEY, INDEX, states, lambda a: None, T0, POLICY)
+    assert alerts_of(first) == [("reseller", "new")]
+    old = states[pair("reseller", KEY)].alert_id
+    acting.on_feedback(0, {**report("false_positive"), "alert_id": old}, INDEX, states,
+                       lambda r: "json", T0)
+    day = T0 + timedelta(days=1)
+    muted = acting.route(0, sighting(day), KEY, INDEX, states, lambda a: None, day, POLICY)
+    assert muted.emits == [] and muted.counts == {"muted": 1}
+    later = T0 + timedelta(days=3)
+    fresh = acting.route(0, sighting(later), KEY, INDEX, states, lambda a: None, later, POLICY)
+    assert alerts_of(fresh) == [("reseller", "new")]
+    assert states[pair("reseller", KEY)].alert_id != old
+
+
+def test_remediated_is_not_renotified_and_recurrence_goes_by_the_sightings_own_time():
+    acting, states = routing(), {}
+    acting.route(0, sighting(T0), KEY, INDEX, states, lambda a: None, T0, POLICY)
+    aid = states[pair("reseller", KEY)].alert_id
+    fixed = T0 + timedelta(hours=2)
+    acting.on_feedback(0, {**report("remediated"), "alert_id": aid,
+                           "at": fixed.isoformat()}, INDEX, states, lambda r: "json", fixed)
+    # a delayed feed's row, seen before the remediation but processed after: no alert, no
+    # recurrence (the old clock-based rule would have called it one)
+    late = T0 + timedelta(hours=5)
+    stale = acting.route(0, sighting(T0 + timedelta(hours=1, minutes=30)), KEY, INDEX, states,
+                         lambda a: None, late, POLICY)
+    assert alerts_of(stale) == [] and stale.counts == {"quiet": 1, "repeat": 1}
+    again = acting.route(0, sighting(T0 + timedelta(hours=3)), KEY, INDEX, states,
+                         lambda a: None, late, POLICY)
+    assert alerts_of(again) == [("reseller", "recurrence")]
+
+
+def test_wont_fix_keeps_counting_in_the_ledger_but_never_renotifies():
+    acting, states = routing(), {}
+    acting.route(0, sighting(T0), KEY, INDEX, states, lambda a: None, T0, POLICY)
+    aid = states[pair("reseller", KEY)].alert_id
+    acting.on_feedback(0, {**report("wont_fix"), "alert_id": aid}, INDEX, states,
+                       lambda r: "json", T0)
+    for hours in (2, 4, 6):
+        now = T0 + timedelta(hours=hours)
+        routed = acting.route(0, sighting(now), KEY, INDEX, states, lambda a: None, now, POLICY)
+        assert alerts_of(routed) == [] and routed.counts == {"quiet": 1, "repeat": 1}
+    assert states[pair("reseller", KEY)].count == 4
+
+
+def test_not_ours_routes_the_next_sightings_to_the_next_owner_and_counts_the_reporter():
+    acting, states = routing(), {}
+    acting.route(0, sighting(T0), KEY, INDEX, states, lambda a: None, T0, POLICY)
+    aid = states[pair("reseller", KEY)].alert_id
+    out = acting.on_feedback(0, {**report("not_ours"), "alert_id": aid}, INDEX, states,
+                             lambda r: "json", T0)
+    assert [e.topic for e in out if e.alert] == [topics.alerts_topic("big")]
+    later = T0 + timedelta(hours=2)
+    routed = acting.route(0, sighting(later), KEY, INDEX, states, lambda a: None, later, POLICY)
+    assert alerts_of(routed) == [("big", "renotify")] and routed.counts["not_ours"] == 1
+
+
+def test_a_noisy_feeds_records_fall_below_min_confidence_and_a_good_one_stays():
+    index = MatchIndex.build(load_registry("""
+recipients:
+  - {id: big, name: Big, owns: {prefixes: [198.18.11.0/24]}, min_confidence: 50,
+     tlp_clearance: amber}
+"""))
+    acting, states = routing(), {}
+    acting.learn({"noisy|0": {"feed": "noisy", "answered": 15, "false_positive": 6},
+                  "good|0": {"feed": "good", "answered": 40, "false_positive": 1}})
+    noisy = sighting(T0, feed={"name": "noisy", "accuracy": 70})
+    good = sighting(T0, feed={"name": "good", "accuracy": 70})
+    assert acting.route(0, noisy, KEY, index, states, lambda a: None, T0, POLICY).emits == []
+    routed = acting.route(0, good, "g" * 32, index, states, lambda a: None, T0, POLICY)
+    assert alerts_of(routed) == [("big", "new")]
+    sent = next(e.value for e in routed.emits if e.alert)
+    assert sent["indicator"]["feed"]["accuracy"] == round(70 * (1 - 1 / 45), 2)
+    assert sent["indicator"]["extra"]["trust"]["feed_accuracy"] == 70
