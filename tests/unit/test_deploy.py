@@ -121,6 +121,8 @@ def test_topics_are_the_packaged_configuration_s_with_replication_three():
     partitions = {n: t["spec"]["partitions"] for n, t in manifests.items()}
     # co-partitioned: each stateful stage's changelog and tables with its input
     assert partitions["match.state"] == partitions["indicators.enriched"]
+    assert {partitions[f"match.{t}"] for t in ("feedback", "verdicts", "watch", "trust")} == \
+        {partitions["indicators.enriched"]}
     assert partitions["feedback"] == partitions["alerts.ledger"] == partitions["alerts.status"]
     kafka = of_kind("Kafka")["threatroute"]["spec"]["kafka"]["config"]
     assert kafka["min.insync.replicas"] == 2 and kafka["default.replication.factor"] == 3
