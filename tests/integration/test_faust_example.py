@@ -35,7 +35,11 @@ def test_faust_worker_acknowledges_every_new_alert(kafka_env, bootstrap, tmp_pat
             reports = read_since(bootstrap, feedback, since, expect=4, timeout=120)
         finally:
             worker.terminate()
-            worker.wait(timeout=60)
+            try:
+                worker.wait(timeout=60)
+            except subprocess.TimeoutExpired:  # never leave a worker behind
+                worker.kill()
+                worker.wait(timeout=10)
     text = worker_log.read_text()
     assert len(reports) == 4, text[-3000:]
     assert {key.decode() for key, _ in reports} == {x["alert_id"] for x in world.alerts[a]}
