@@ -129,10 +129,17 @@ def forget(config: Config, recipient_id: str) -> Forgotten:
         if key in alert_ids:
             producer.send(topics.STATUS, partition, key)
             removed[topics.STATUS] += 1
-    for partition, key, _ in _rows(config, topics.MATCH_STATE):
-        if key.startswith(f"{recipient_id}|"):  # state key: "<recipient>|<indicator key>"
-            producer.send(topics.MATCH_STATE, partition, key)
-            removed[topics.MATCH_STATE] += 1
+    for table in (topics.MATCH_STATE, topics.MATCH_VERDICTS):
+        for partition, key, _ in _rows(config, table):
+            if key.startswith(f"{recipient_id}|"):  # key: "<recipient>|<indicator key>"
+                producer.send(table, partition, key)
+                removed[table] += 1
+    # watched alerts (key: alert id) and ownership corrections name the recipient in the value
+    for table in (topics.MATCH_WATCH, topics.CORRECTIONS):
+        for partition, key, value in _rows(config, table):
+            if isinstance(value, dict) and value.get("recipient") == recipient_id:
+                producer.send(table, partition, key)
+                removed[table] += 1
     producer.flush()
     return Forgotten(had, acls, in_registry, doomed, dict(removed))
 

@@ -100,6 +100,11 @@ def test_forget_deletes_a_departed_recipients_topics_credentials_and_state(
                          .encode(), alert_id)
         producer.produce("match.state", json.dumps({"alert_id": alert_id}).encode(),
                          f"{rid}|{'k' * 32}", partition=2)
+        producer.produce("match.verdicts", json.dumps({"recipient": rid}).encode(),
+                         f"{rid}|{'k' * 32}", partition=2)
+        producer.produce("match.watch", json.dumps({"recipient": rid}).encode(), alert_id,
+                         partition=2)
+        producer.produce("corrections", json.dumps({"recipient": rid}).encode(), f"c-{rid}")
     producer.produce(f"alerts.{gone}", b"{}", b"k")
     assert producer.flush(30) == 0
 
@@ -110,7 +115,12 @@ def test_forget_deletes_a_departed_recipients_topics_credentials_and_state(
     for table in ("alerts.ledger", "alerts.status"):
         rows = _table(secure, table)
         assert mine not in rows and theirs in rows
-    state = _table(secure, "match.state")
-    assert f"{gone}|{'k' * 32}" not in state and f"{B}|{'k' * 32}" in state
+    for table in ("match.state", "match.verdicts"):
+        state = _table(secure, table)
+        assert f"{gone}|{'k' * 32}" not in state and f"{B}|{'k' * 32}" in state
+    watched = _table(secure, "match.watch")
+    assert mine not in watched and theirs in watched
+    corrections = _table(secure, "corrections")
+    assert f"c-{gone}" not in corrections and f"c-{B}" in corrections
     assert secure.run("recipients", "show", gone, check=False).returncode == 1
     assert not secure.files[gone].exists()
