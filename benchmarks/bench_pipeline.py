@@ -27,12 +27,15 @@ from pathlib import Path
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from threatroute import topics
 from threatroute.enrichers.databuild import build_demo_data
 from threatroute.record import indicator_key, normalise_indicator
 from threatroute.streams.config import load_config
 from threatroute.streams.kafka.admin import admin, ensure_topics
 from threatroute.streams.kafka.clients import AckedProducer, consumer_settings
-from threatroute.streams.runtime.loop import Input, Output, Refused, run_stage
+from threatroute.streams.kafka.transactions import AfterAcknowledgement
+from threatroute.streams.runtime.loop import DeadLetters, run_stage
+from threatroute.streams.runtime.step import BaseStage, Input, Output, Step
 from threatroute.streams.runtime.supervisor import run_stages
 
 PREFIXES = ["192.0.2", "198.51.100", "203.0.113", "198.18.4", "100.64.9"]
@@ -67,16 +70,17 @@ def wait_for(bootstrap: str, topic: str, target: int, started: float) -> float:
         probe.close()
 
 
-class Passthrough:
+class Passthrough(BaseStage):
     """Decode and re-encode: what every stage pays before doing any work of its own."""
 
-    name, source, dead_letter_topic = "passthrough", "indicators.raw", "indicators.invalid"
+    name, subscription, dead_letter_topic = "passthrough", (topics.RAW,), topics.INVALID
 
-    def __init__(self, sink: str) -> None:
-        self.sink = sink
+    def __init__(self, sink: str, group: str) -> None:
+        self.sink, self.group = sink, group
 
-    def process(self, batch: list[Input]) -> Iterable[Output | Refused]:
-        return [Output(self.sink, item.key, item.record) for item in batch]
+    def process(self, inputs: list[Input], step: Step) -> None:
+        for item in inputs:
+            step.send(Output(self.sink, item.key, item.record))
 
 
 def main() -> int:
@@ -96,7 +100,8 @@ def main() -> int:
     # the chain's groups start from where they are: drain what is already there first
     stop = threading.Event()
     names = ("asn", "geo", "hoster")
-    chain = threading.Thread(target=run_stages, args=(config, names, stop))
+    chain = threading.Thread(target=run_stages, args=(config, names, stop),
+                             kwargs={"fuse": False})
     chain.start()
     time.sleep(3)
     base_enriched = ends(config.bootstrap, "indicators.enriched")
@@ -118,14 +123,15 @@ def main() -> int:
         producer.poll(0)
     producer.flush()
 
-    # (a) passthrough from the same start offsets, its own group
+    # (a) passthrough from the same start offsets, its own group, through the one loop
     group = f"bench-passthrough-{uuid.uuid4().hex[:8]}"
+    _rewind(config.bootstrap, group, start_raw)
     consumer = Consumer(consumer_settings(config, group))
-    consumer.assign([TopicPartition("indicators.raw", p, o) for p, o in start_raw.items()])
     stop = threading.Event()
     started = time.perf_counter()
-    worker = threading.Thread(target=run_stage, args=(Passthrough(scratch), consumer,
-                                                      AckedProducer(config), stop))
+    worker = threading.Thread(target=run_stage, args=(
+        Passthrough(scratch, group), consumer, AfterAcknowledgement(AckedProducer(config)),
+        DeadLetters(topics.INVALID, "passthrough"), stop))
     worker.start()
     passthrough = wait_for(config.bootstrap, scratch, args.count, started)
     stop.set()
@@ -135,7 +141,11 @@ def main() -> int:
     rates = {}
     for fuse in (True, False):
         target = ends(config.bootstrap, "indicators.enriched") + args.count
-        _rewind(config.bootstrap, "threatroute-asn", start_raw)
+        _rewind(config.bootstrap, topics.group_id("asn"), start_raw)
+        # lone geo and hoster start at the end of their inputs, as after a drained run
+        for stage, topic in (("geo", topics.ASN), ("hoster", topics.GEO)):
+            _rewind(config.bootstrap, topics.group_id(stage), _watermarks(config.bootstrap, topic),
+                    topic)
         stop = threading.Event()
         started = time.perf_counter()
         chain = threading.Thread(target=run_stages, args=(config, names, stop),
@@ -157,11 +167,12 @@ def main() -> int:
     return 0
 
 
-def _rewind(bootstrap: str, group: str, offsets: dict[int, int]) -> None:
-    """Put the chain's first group back to where the benchmark's records start."""
+def _rewind(bootstrap: str, group: str, offsets: dict[int, int], topic: str = topics.RAW
+            ) -> None:
+    """Put a group at `offsets` of `topic` (where the benchmark's records start)."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
     try:
-        consumer.commit(offsets=[TopicPartition("indicators.raw", p, o)
+        consumer.commit(offsets=[TopicPartition(topic, p, o)
                                  for p, o in offsets.items()], asynchronous=False)
     finally:
         consumer.close()

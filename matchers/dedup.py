@@ -83,3 +83,9 @@ def decide(state: AlertState | None, recipient: str, indicator_key: str, now: da
     if now - datetime.fromisoformat(state.last_notified) >= policy.renotify:
         return Action.RENOTIFY, replace(seen, last_notified=stamp)
     return Action.REPEAT, seen
+
+
+def expired(state: AlertState, now: datetime, policy: DedupPolicy) -> bool:
+    """Whether `state` was last seen longer than the dedup window before `now` (a sighting
+    would start a new alert anyway, so the state can be forgotten)."""
+    return state.last_seen < (now - policy.window).isoformat()

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import threatroute
+from threatroute import topics
 from threatroute.errors import ConfigError
 from threatroute.matchers.rules import RoutingRules, rules_from
 from threatroute.outcomes import BaselineWindow
@@ -35,24 +36,24 @@ DEFAULT_CONFIG = PACKAGE_DATA / "threatroute.toml"
 
 # Every pipeline topic (DESIGN's dataflow). alerts.<recipient> topics are made per recipient.
 PIPELINE_TOPICS = (
-    "indicators.raw",
-    "indicators.invalid",
-    "indicators.asn",
-    "indicators.geo",
-    "indicators.enriched",
-    "alerts.ledger",
-    "alerts.status",
-    "match.state",
-    "match.feedback",
-    "match.verdicts",
-    "match.watch",
-    "match.trust",
-    "corrections",
-    "feedback",
-    "feedback.invalid",
-    "recipients",
-    "gateway.tokens",
-    "delivery.failed",
+    topics.RAW,
+    topics.INVALID,
+    topics.ASN,
+    topics.GEO,
+    topics.ENRICHED,
+    topics.LEDGER,
+    topics.STATUS,
+    topics.MATCH_STATE,
+    topics.MATCH_FEEDBACK,
+    topics.MATCH_VERDICTS,
+    topics.MATCH_WATCH,
+    topics.MATCH_TRUST,
+    topics.CORRECTIONS,
+    topics.FEEDBACK,
+    topics.FEEDBACK_INVALID,
+    topics.RECIPIENTS,
+    topics.GATEWAY_TOKENS,
+    topics.DELIVERY_FAILED,
 )
 # per-recipient topics: `[topics."alerts.*"]` etc. configure every recipient's topic of a kind
 RECIPIENT_TOPIC_KINDS = ("alerts.*", "feedback.*", "contributions.*")
@@ -161,6 +162,8 @@ class Config:
     gateway: GatewaySettings = GatewaySettings()
     delivery: DeliverySettings = DeliverySettings()
     rules: RoutingRules = field(default_factory=RoutingRules)  # [feedback] [trust] [hygiene] ...
+    # `run all`: the fused enrichment chain also writes indicators.asn and indicators.geo
+    fused_intermediate_topics: bool = True
 
     @property
     def secure(self) -> bool:
@@ -293,8 +296,8 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
         raise ConfigError(f"configuration file not found: {config_path}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{config_path}: {exc}") from None
-    kafka, broker, data, dns, match, metrics = (
-        raw.get(k, {}) for k in ("kafka", "broker", "data", "dns", "match", "metrics"))
+    kafka, broker, data, dns, match, metrics, run = (
+        raw.get(k, {}) for k in ("kafka", "broker", "data", "dns", "match", "metrics", "run"))
     # relative paths are relative to the working directory, where `make demo` runs
     base = Path.cwd()
     state_dir = Path(os.environ.get("THREATROUTE_STATE") or base / ".threatroute")
@@ -341,6 +344,7 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
         delivery=_delivery(raw.get("delivery", {}), raw.get("smtp", {})),
         # the suppression list is found beside the configuration file that names it
         rules=rules_from(raw, config_path.parent),
+        fused_intermediate_topics=bool(run.get("fused_intermediate_topics", True)),
     )
     return config.with_overrides(**overrides)
 

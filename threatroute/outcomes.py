@@ -224,6 +224,28 @@ def judge_report(sender: str, feedback: Any, facts: AlertFacts | None,
         feedback = {**feedback, "recipient": sender}
     return apply_feedback(feedback, facts, current, now)
 
+
+def judge_feedback(feedback: Any, key: str | None, ledger: Mapping[str, AlertFacts],
+                   statuses: Mapping[str, AlertStatus], now: datetime,
+                   sender: str | None = None) -> AlertStatus:
+    """Judge one decoded feedback report against the ledger and the status table.
+
+    `key`: the message key (when present it must be the report's alert id); `ledger` and
+    `statuses`: the alert facts and current statuses of the partition that holds the alert,
+    by alert id; `sender`: the recipient whose topic `feedback.<sender>` it arrived on
+    (`judge_report`), None for the shared `feedback` topic. Returns the alert's new status
+    (for `alerts.status`); raises `InvalidRecord` for a report to refuse.
+    """
+    alert_id = feedback.get("alert_id") if isinstance(feedback, Mapping) else None
+    if key and isinstance(alert_id, str) and alert_id != key:
+        raise InvalidRecord("message key is not the record's alert_id", "alert_id")
+    facts = ledger.get(alert_id) if isinstance(alert_id, str) else None
+    current = statuses.get(alert_id) if isinstance(alert_id, str) else None
+    if sender is not None:
+        return judge_report(sender, feedback, facts, current, now)
+    return apply_feedback(feedback, facts, current, now)
+
+
 HOURS = 3600.0
 DURATION_BUCKETS = (300.0, 900.0, 3600.0, 4 * HOURS, 12 * HOURS, 24 * HOURS, 48 * HOURS,
                     7 * 24 * HOURS, 30 * 24 * HOURS)
@@ -467,5 +489,6 @@ __all__ = [
     "Snapshot",
     "alert_facts",
     "apply_feedback",
+    "judge_feedback",
     "summarise",
 ]

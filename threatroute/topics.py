@@ -36,6 +36,10 @@ _NOT_RECIPIENT = {LEDGER, STATUS, FEEDBACK_INVALID}
 
 GROUP_PREFIX = "threatroute-"
 
+# header of an intermediate record (indicators.asn, indicators.geo) that a fused enrichment
+# chain already took to the end of the chain: lone downstream stages commit past it
+CARRIED_HEADER = "threatroute-carried"
+
 
 def alerts_topic(recipient_id: str) -> str:
     return f"{ALERTS_PREFIX}{recipient_id}"

@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient
 
 from threatroute import topics
@@ -25,7 +25,7 @@ from threatroute.streams.config import Config, credentials_dir
 from threatroute.streams.kafka import security
 from threatroute.streams.kafka.admin import admin
 from threatroute.streams.kafka.clients import DeliveryError, decode
-from threatroute.streams.runtime.views import at_eof, replay_consumer
+from threatroute.streams.kafka.replay import replay_topic
 
 
 def _check(config: Config, recipient_id: str) -> None:
@@ -147,33 +147,19 @@ def forget(config: Config, recipient_id: str) -> Forgotten:
 def _rows(config: Config, topic: str, timeout: float = 60.0
           ) -> list[tuple[int, str, object]]:
     """(partition, key, decoded value or None) of every live record of a compacted table."""
-    consumer = replay_consumer(config)
     rows: dict[tuple[int, str], object] = {}
-    try:
-        metadata = consumer.list_topics(topic, timeout=30).topics.get(topic)
-        if metadata is None or metadata.error is not None:
-            return []
-        consumer.assign([TopicPartition(topic, p, 0) for p in metadata.partitions])
-        behind = set(metadata.partitions)
-        while behind:
-            message = consumer.poll(timeout)
-            if message is None:
-                raise TimeoutError(f"reading {topic} did not reach its end in {timeout}s")
-            if at_eof(message):
-                behind.discard(message.partition() or 0)
-                continue
-            if message.error() is not None:
-                continue
-            where = (message.partition() or 0, (message.key() or b"").decode(errors="replace"))
-            if message.value() is None:
-                rows.pop(where, None)
-                continue
-            try:
-                rows[where] = decode(message.value())
-            except ValueError:
-                rows[where] = {}  # an unreadable row is still a row of this key
-    finally:
-        consumer.close()
+
+    def apply(message: Message) -> None:
+        where = (message.partition() or 0, (message.key() or b"").decode(errors="replace"))
+        if message.value() is None:
+            rows.pop(where, None)
+            return
+        try:
+            rows[where] = decode(message.value())
+        except ValueError:
+            rows[where] = {}  # an unreadable row is still a row of this key
+
+    replay_topic(config, topic, apply, timeout)
     return [(p, k, v) for (p, k), v in rows.items()]
 
 

@@ -10,46 +10,30 @@ import uuid
 from collections.abc import Iterator
 from typing import Any, TextIO
 
-from confluent_kafka import Consumer
-
-from threatroute import fields
+from threatroute import fields, topics
 from threatroute.errors import ConfigError, InvalidRecord
+from threatroute.outcomes import STATUSES
 from threatroute.streams.commands.base import DONE, command
 from threatroute.streams.config import Config
 from threatroute.streams.kafka.clients import AckedProducer, encode
-from threatroute.streams.runtime.views import at_eof
+from threatroute.streams.kafka.replay import partitions_of, replay_consumer, until_end
 
-FEEDBACK_TOPIC = "feedback"
-STATUSES = ("acknowledged", "in_progress", "remediated", "false_positive", "not_ours", "wont_fix")
+FEEDBACK_TOPIC = topics.FEEDBACK
 
 
 def alerts(config: Config, recipient: str, *, follow: bool, group: str | None,
            stop: threading.Event) -> Iterator[bytes]:
     """Values of `alerts.<recipient>`: from the group's position, or from the start."""
-    consumer = Consumer({**config.kafka_settings(),
-                         "group.id": group or f"tail-{uuid.uuid4()}",
-                         "enable.auto.commit": bool(group),
-                         "auto.offset.reset": "earliest", "enable.partition.eof": True})
-    topic = f"alerts.{recipient}"
+    consumer = replay_consumer(config, **{"group.id": group or f"tail-{uuid.uuid4()}",
+                                          "enable.auto.commit": bool(group)})
+    topic = topics.alerts_topic(recipient)
     try:
-        partitions = consumer.list_topics(topic, timeout=10).topics.get(topic)
-        if partitions is None or partitions.error is not None:
+        if partitions_of(consumer, topic, timeout=10) is None:
             raise InvalidRecord(f"no topic {topic}: is {recipient!r} in the registry?")
         consumer.subscribe([topic])
-        behind: set[int] | None = None
-        while not stop.is_set():
-            message = consumer.poll(0.5)
-            if message is None:
-                continue
-            if at_eof(message):
-                if behind is None:
-                    behind = {tp.partition for tp in consumer.assignment()}
-                behind.discard(message.partition())
-                if not behind and not follow:
-                    return
-                continue
+        for message in until_end(consumer, stop=stop, follow=follow, timeout=0.5):
             value = message.value()
-            if message.error() is None and value is not None:
+            if value is not None:
                 yield value
     finally:
         consumer.close()

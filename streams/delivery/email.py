@@ -32,9 +32,9 @@ from threatroute.matchers.received import locator, read_alert
 from threatroute.registry import Email, Recipient
 from threatroute.streams.config import Config
 from threatroute.streams.kafka.clients import AckedProducer, encode
+from threatroute.streams.kafka.replay import read_to_end
 from threatroute.streams.runtime.loop import next_offsets
 from threatroute.streams.runtime.metrics import Metrics
-from threatroute.streams.runtime.views import read_to_end
 
 log = logging.getLogger(__name__)
 SMTP_ATTEMPTS = 3

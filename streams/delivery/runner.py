@@ -13,6 +13,8 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from confluent_kafka import Consumer
+
 from threatroute import topics
 from threatroute.errors import ConfigError
 from threatroute.registry import Recipient
@@ -20,8 +22,9 @@ from threatroute.streams.config import Config
 from threatroute.streams.delivery.email import DigestWorker
 from threatroute.streams.delivery.webhook import Stopping, WebhookStage, read_secret
 from threatroute.streams.kafka.admin import admin, ensure_topics
-from threatroute.streams.kafka.clients import AckedProducer, make_consumer
-from threatroute.streams.runtime.loop import run_stage
+from threatroute.streams.kafka.clients import AckedProducer, consumer_settings
+from threatroute.streams.kafka.transactions import AfterAcknowledgement
+from threatroute.streams.runtime.loop import DeadLetters, run_stage
 from threatroute.streams.runtime.metrics import Metrics
 from threatroute.streams.runtime.registry import registry_view
 
@@ -49,11 +52,11 @@ def webhook_worker(config: Config, recipient: Recipient, metrics: Metrics,
             log.error("webhook.%s not started: %s", recipient.id, exc)
             return
         stage = WebhookStage(recipient.id, hook, secret, config.delivery, metrics, stop)
-        consumer = make_consumer(config, topics.delivery_group("webhook", recipient.id),
-                                 [stage.source])
+        consumer = Consumer(consumer_settings(config, stage.group))
         try:
-            run_stage(stage, consumer, AckedProducer(config), stop, batch_size=WEBHOOK_BATCH,
-                      metrics=metrics.stage(stage.name))
+            run_stage(stage, consumer, AfterAcknowledgement(AckedProducer(config)),
+                      DeadLetters(stage.dead_letter_topic, stage.name), stop,
+                      batch_size=WEBHOOK_BATCH, metrics=metrics.stage(stage.name))
         except Stopping:
             pass  # the batch in flight is re-read by the next run
         except Exception:  # restarted by the next reconcile; nothing was committed past it

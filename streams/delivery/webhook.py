@@ -21,7 +21,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -32,8 +32,8 @@ from threatroute.matchers.formats import render
 from threatroute.matchers.received import Received, read_alert
 from threatroute.registry import Webhook
 from threatroute.streams.config import DeliverySettings
-from threatroute.streams.runtime.loop import Input, Output, Refused
 from threatroute.streams.runtime.metrics import Metrics
+from threatroute.streams.runtime.step import BaseStage, Input, Step
 
 log = logging.getLogger(__name__)
 SIGNATURE_HEADER = "X-Threatroute-Signature"
@@ -74,7 +74,7 @@ def body_of(received: Received, raw: bytes, fmt: str) -> bytes:
     return render(received.alert, fmt)
 
 
-class WebhookStage:
+class WebhookStage(BaseStage):
     raw_input = True  # alerts.<id> carries JSON, STIX or CSV: decoded here, per format
     dead_letter_topic = topics.DELIVERY_FAILED
 
@@ -85,6 +85,8 @@ class WebhookStage:
         self.recipient, self.hook, self._secret = recipient, hook, secret
         self.name = f"webhook.{recipient}"
         self.source = topics.alerts_topic(recipient)
+        self.subscription = [self.source]
+        self.group = topics.delivery_group("webhook", recipient)
         self.settings, self.stop = settings, stop
         self._client = client or httpx.Client(timeout=hook.timeout, follow_redirects=False)
         self._sleep = sleep or stop.wait  # returns True when stopping
@@ -93,14 +95,13 @@ class WebhookStage:
         self.retried = metrics.delivery_retried.labels("webhook", recipient)
         self.latency = metrics.delivery_latency.labels("webhook")
 
-    def process(self, batch: list[Input]) -> Iterable[Output | Refused]:
-        refused: list[Output | Refused] = []
-        for item in batch:
+    def process(self, inputs: list[Input], step: Step) -> None:
+        for item in inputs:
             try:
                 received = read_alert(item.raw, item.key, item.timestamp_ms)
             except (InvalidRecord, UnicodeDecodeError) as exc:
                 self.failed.inc()
-                refused.append(Refused(item.raw, f"{self.name}: unreadable alert: {exc}"[:300]))
+                step.refuse(item.raw, f"{self.name}: unreadable alert: {exc}", origin=item)
                 continue
             reason = self._deliver(received, body_of(received, item.raw, self.hook.format))
             if reason is None:
@@ -109,8 +110,7 @@ class WebhookStage:
                     self.latency.observe(max(0.0, time.time() - item.timestamp_ms / 1000))
             else:
                 self.failed.inc()
-                refused.append(Refused(item.raw, reason))
-        return refused
+                step.refuse(item.raw, reason, origin=item)
 
     def _deliver(self, received: Received, body: bytes) -> str | None:
         """POST until accepted (None) or out of attempts (the last failure, as a reason)."""

@@ -39,8 +39,9 @@ from threatroute.streams.config import Config
 from threatroute.streams.gateway.taxii import TaxiiObject, objects_of
 from threatroute.streams.kafka.admin import admin, ensure_topics
 from threatroute.streams.kafka.clients import producer_settings
+from threatroute.streams.kafka.replay import read_to_end
 from threatroute.streams.runtime.registry import registry_view
-from threatroute.streams.runtime.views import CompactedView, json_fold, read_to_end
+from threatroute.streams.runtime.views import CompactedView, json_fold
 from threatroute.tokens import TokenRecord
 
 log = logging.getLogger(__name__)

@@ -99,22 +99,22 @@ class AckedProducer:
         self._producer = Producer(producer_settings(config, **extra))
         self.failed: list[str] = []
         self.sent = 0
-        self.acked: dict[tuple[str, int], int] = {}  # highest acknowledged offset per partition
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
             self.failed.append(f"{msg.topic()}: {err.str()}")
-            return
-        where, offset = slot(msg), msg.offset() or 0
-        if offset > self.acked.get(where, -1):
-            self.acked[where] = offset
 
     def send(self, topic: str, value: bytes | None, key: str | bytes | None = None,
-             headers: list[tuple[str, str | bytes | None]] | None = None) -> None:
+             headers: list[tuple[str, str | bytes | None]] | None = None,
+             partition: int | None = None) -> None:
         while True:
             try:
-                self._producer.produce(topic, value, key, on_delivery=self._on_delivery,
-                                       headers=headers)
+                if partition is None:
+                    self._producer.produce(topic, value, key, on_delivery=self._on_delivery,
+                                           headers=headers)
+                else:
+                    self._producer.produce(topic, value, key, partition,
+                                           on_delivery=self._on_delivery, headers=headers)
                 break
             except BufferError:  # local queue full: let librdkafka drain, then retry
                 self._producer.poll(0.05)

@@ -1,8 +1,12 @@
-"""Exactly-once batches for the stateful stages (match, feedback): one Kafka transaction
-holds a batch's outputs, its state changelog records and its consumer offsets.
+"""How a batch commits: offsets after acknowledgement, or one transaction per batch.
 
-Fencing of a zombie worker comes from the consumer group generation (KIP-447: offsets are
-sent with the group metadata), so each process may use its own transactional id.
+The consume loop (streams/runtime/loop.py) is given one of these strategies; it begins a
+batch, produces every output through it, then commits the batch's offsets through it.
+
+Exactly-once batches (match, feedback): one Kafka transaction holds a batch's outputs, its
+tables' changelog records and its consumer offsets. Fencing of a zombie worker comes from the
+consumer group generation (KIP-447: offsets are sent with the group metadata), so each process
+may use its own transactional id.
 """
 
 from __future__ import annotations
@@ -10,13 +14,12 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
+from typing import Protocol
 
-from confluent_kafka import Consumer, KafkaException, Message, Producer
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from threatroute.streams.config import Config
-from threatroute.streams.runtime.loop import next_offsets
+from threatroute.streams.kafka.clients import AckedProducer
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +28,87 @@ log = logging.getLogger(__name__)
 TRANSACTION_TIMEOUT_MS = 15_000
 # how long a restarting worker waits for the end of a changelog (an open transaction holds it)
 RESTORE_SECONDS = 3 * TRANSACTION_TIMEOUT_MS / 1000
+Headers = list[tuple[str, bytes]] | None
+
+
+class CommitStrategy(Protocol):
+    def begin(self) -> None: ...
+
+    def produce(self, topic: str, value: bytes | None, key: str | bytes | None,
+                partition: int | None = None, headers: Headers = None) -> None: ...
+
+    def commit(self, consumer: Consumer, offsets: list[TopicPartition]) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+class AfterAcknowledgement:
+    """At-least-once: offsets are committed only after every output of the batch (results and
+    dead letters) is acknowledged. A crash before the commit re-delivers the batch; outputs
+    are keyed, so downstream dedup (matching) absorbs the repeats."""
+
+    def __init__(self, producer: AckedProducer) -> None:
+        self.producer = producer
+
+    def begin(self) -> None:
+        pass
+
+    def produce(self, topic: str, value: bytes | None, key: str | bytes | None,
+                partition: int | None = None, headers: Headers = None) -> None:
+        self.producer.send(topic, value, key, headers, partition)  # type: ignore[arg-type]
+
+    def commit(self, consumer: Consumer, offsets: list[TopicPartition]) -> None:
+        self.producer.flush()  # raises DeliveryError: then nothing is committed, batch re-read
+        if not offsets:
+            return
+        try:
+            consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            # partitions moved to another worker mid-batch: it re-reads them (at-least-once)
+            log.warning("commit failed, batch will be re-delivered: %s", exc)
+
+    def abort(self) -> None:
+        pass
+
+
+class InTransaction:
+    """Exactly-once: everything produced between `begin` and `commit` commits together with
+    the offsets. On a Kafka error the transaction is aborted and the error raised: the stage
+    stops, and whoever gets its partitions re-reads the batch from the committed offsets."""
+
+    def __init__(self, producer: Producer) -> None:
+        self.producer = producer
+        self._sent = 0
+
+    def begin(self) -> None:
+        self.producer.begin_transaction()
+
+    def produce(self, topic: str, value: bytes | None, key: str | bytes | None,
+                partition: int | None = None, headers: Headers = None) -> None:
+        extra: dict[str, object] = {} if partition is None else {"partition": partition}
+        if headers:
+            extra["headers"] = headers
+        while True:
+            try:
+                self.producer.produce(topic, value, key, **extra)  # type: ignore[arg-type]
+                break
+            except BufferError:  # local queue full: let librdkafka drain, then retry
+                self.producer.poll(0.05)
+        self._sent += 1
+        if self._sent % 1000 == 0:  # serve delivery reports now and then
+            self.producer.poll(0)
+
+    def commit(self, consumer: Consumer, offsets: list[TopicPartition]) -> None:
+        if offsets:
+            self.producer.send_offsets_to_transaction(offsets,
+                                                      consumer.consumer_group_metadata(), 30)
+        self.producer.commit_transaction(60)
+
+    def abort(self) -> None:
+        try:
+            self.producer.abort_transaction(30)
+        except KafkaException:
+            log.exception("abort failed")
 
 
 def transactional_producer(config: Config, group: str, instance: str | None = None) -> Producer:
@@ -35,30 +119,3 @@ def transactional_producer(config: Config, group: str, instance: str | None = No
                          "compression.type": "lz4"})
     producer.init_transactions(30)
     return producer
-
-
-def poll_batch(consumer: Consumer, size: int, timeout: float = 0.5) -> list[Message]:
-    return [m for m in consumer.consume(size, timeout=timeout) if m.error() is None]
-
-
-@contextmanager
-def batch_transaction(producer: Producer, consumer: Consumer,
-                      messages: list[Message]) -> Iterator[None]:
-    """Everything produced inside commits together with the offsets after `messages`.
-
-    On a Kafka error the transaction is aborted and the error raised: the stage stops, and
-    whoever gets its partitions re-reads the batch from the last committed offsets.
-    """
-    producer.begin_transaction()
-    try:
-        yield
-        if messages:
-            producer.send_offsets_to_transaction(next_offsets(messages),
-                                                 consumer.consumer_group_metadata(), 30)
-        producer.commit_transaction(60)
-    except KafkaException:
-        try:
-            producer.abort_transaction(30)
-        except KafkaException:
-            log.exception("abort failed")
-        raise

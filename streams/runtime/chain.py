@@ -1,78 +1,66 @@
 """Enrichment stages fused into one consumer when they run in one process (`run all`).
 
 Run as threads, three stages each consume, decode, encode and produce every record under one
-GIL; fused, a record is consumed and decoded once and passes asn -> geo -> hoster in one
-pass. Every intermediate topic is still produced, so subscribers of `indicators.asn` and
-`indicators.geo` see what they always see, and after each batch the downstream stages' own
-groups are committed past what was produced for them: switching back to separate stage
-processes continues where the fused chain stopped instead of re-enriching everything.
+GIL; fused, a batch is consumed and decoded once and passes asn -> geo -> hoster in one pass
+(each stage's `prepare`, then its transforms), and only the last topic has to be written.
+
+Semantics (README, "Running the stages"):
+- The chain consumes its first stage's source as that stage's group (`threatroute-asn`), so
+  it shares `indicators.raw` with any lone `run asn` process, and commits offsets of that
+  group only: it never commits for a group it is not a member of.
+- `[run] fused_intermediate_topics` (default true) says whether it also writes the
+  intermediate topics (`indicators.asn`, `indicators.geo`) for their own subscribers. Those
+  records carry the header `threatroute-carried`: a lone downstream stage (`run geo`,
+  `run hoster`) commits past them without enriching them again, because the chain already
+  took them to the end. So any mix of fused and lone processes enriches each record once, and
+  switching between them neither loses nor repeats work.
 """
 
 from __future__ import annotations
 
 import itertools
-import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Sequence
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from threatroute import topics
+from threatroute.streams.runtime.step import BaseStage, Input, Output, Step, indicator_contract
+from threatroute.streams.stages.enrich import EnrichStage, observation_times
 
-from threatroute.streams.config import Config
-from threatroute.streams.runtime.loop import Input, Output, Refused
-from threatroute.streams.stages.enrich import INVALID, EnrichStage, refusal
-
-log = logging.getLogger(__name__)
+_CARRIED_HEADERS = ((topics.CARRIED_HEADER, b"1"),)
 
 
-class FusedChain:
+class FusedChain(BaseStage):
     """Consecutive enrichment stages (each one's sink is the next one's source) as one stage."""
 
-    dead_letter_topic = INVALID
+    check = staticmethod(indicator_contract)
 
-    def __init__(self, config: Config, stages: list[EnrichStage], groups: Mapping[str, str]
-                 ) -> None:
+    def __init__(self, stages: Sequence[EnrichStage], intermediate_topics: bool = True) -> None:
         for upstream, downstream in itertools.pairwise(stages):
             if upstream.sink != downstream.source:
                 raise ValueError(f"{upstream.name} -> {downstream.name} is not a chain")
-        self.stages = stages
+        self.stages = list(stages)
+        self.intermediate_topics = intermediate_topics
         self.name = "+".join(stage.name for stage in stages)
-        self.source = stages[0].source
-        # committers: group members of nobody, only used to move the downstream groups on
-        self._committers = {
-            stage.source: Consumer({**config.kafka_settings(), "group.id": groups[stage.name],
-                                    "enable.auto.commit": False})
-            for stage in stages[1:]}
-        self._warned = False
+        self.group = stages[0].group
+        self.subscription = [stages[0].source]
+        self.dead_letter_topic = stages[0].dead_letter_topic
 
-    def process(self, batch: list[Input]) -> Iterable[Output | Refused]:
-        records = [item.record for item in batch]
-        if self.stages[0].prepare:
-            records = self.stages[0].prepare(records)
-        for item, record in zip(batch, records, strict=True):
-            for stage in self.stages:
-                try:
-                    record = stage.transform(record)
-                except Exception as exc:  # as in a lone stage: this record stops here
-                    yield refusal(stage.name, item.raw, exc)
-                    break
-                yield Output(stage.sink, item.key, record)
-
-    def committed(self, acked: Mapping[tuple[str, int], int]) -> None:
-        """After a batch: mark what was produced for each downstream stage as consumed."""
-        for topic, committer in self._committers.items():
-            offsets = [TopicPartition(t, p, o + 1) for (t, p), o in acked.items() if t == topic]
-            if not offsets:
-                continue
-            try:
-                committer.commit(offsets=offsets, asynchronous=False)
-            except KafkaException as exc:
-                # that stage also runs as its own process: it consumes the topic itself
-                if not self._warned:
-                    log.warning("could not move the group of %s on (%s); is that stage running "
-                                "separately too?", topic, exc)
-                    self._warned = True
+    def process(self, inputs: list[Input], step: Step) -> None:
+        alive = inputs
+        last = self.stages[-1]
+        for stage in self.stages:
+            done = stage.run(alive, step)  # refusals stop a record here, as in a lone stage
+            if stage is last:
+                for item, record in done:
+                    step.send(Output(stage.sink, item.key, record))
+            else:
+                if self.intermediate_topics:
+                    for item, record in done:
+                        step.send(Output(stage.sink, item.key, record,
+                                         headers=_CARRIED_HEADERS))
+                alive = [Input(item.key, record, item.raw, item.topic, item.partition,
+                               item.offset) for item, record in done]
+        step.observed.extend(observation_times(inputs))
 
     def close(self) -> None:
         for stage in self.stages:
             stage.close()
-        for committer in self._committers.values():
-            committer.close()

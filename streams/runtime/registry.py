@@ -12,16 +12,15 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from confluent_kafka import OFFSET_BEGINNING, TopicPartition
-
 from threatroute import topics
 from threatroute.registry import Recipient, diff_registry, load_registry
 from threatroute.streams.config import Config
 from threatroute.streams.kafka.admin import TopicSpec, admin, ensure_topics
 from threatroute.streams.kafka.clients import AckedProducer, encode
-from threatroute.streams.runtime.views import CompactedView, at_eof, json_fold, replay_consumer
+from threatroute.streams.kafka.replay import replay_topic
+from threatroute.streams.runtime.views import CompactedView, json_fold
 
-TOPIC = "recipients"
+TOPIC = topics.RECIPIENTS
 log = logging.getLogger(__name__)
 
 
@@ -30,23 +29,10 @@ _fold = json_fold(Recipient.from_json)
 
 def read_registry(config: Config, timeout: float = 30.0) -> dict[str, Recipient]:
     """The registry as the topic holds it now (reads to the current end and stops)."""
-    consumer = replay_consumer(config)
-    try:
-        partitions = consumer.list_topics(TOPIC, timeout=timeout).topics[TOPIC].partitions
-        consumer.assign([TopicPartition(TOPIC, p, OFFSET_BEGINNING) for p in partitions])
-        state: dict[str, Recipient] = {}
-        behind = set(partitions)
-        while behind:
-            message = consumer.poll(timeout)
-            if message is None:
-                raise TimeoutError(f"reading {TOPIC} did not reach its end in {timeout}s")
-            if at_eof(message):
-                behind.discard(message.partition())
-            elif message.error() is None:
-                _fold(state, message)
-        return state
-    finally:
-        consumer.close()
+    state: dict[str, Recipient] = {}
+    if not replay_topic(config, TOPIC, lambda message: _fold(state, message), timeout):
+        raise LookupError(f"no topic {TOPIC}; run `threatroute topics create`")
+    return state
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,12 @@
 """`threatroute run STAGE|all`: run stages as their own consumer groups until SIGTERM/SIGINT.
 
-`all` runs every stage in one process. The enrichment stages are fused into one consumer
-(streams/chain.py) that still produces every intermediate topic and keeps each stage's group
-offsets, so the same topics and offsets serve whether stages run together or apart; match
-and feedback run beside it, one thread each.
+Every stage is run alike: one thread, one consumer in the stage's group, the one consume
+loop, the commit strategy the stage asks for (`exactly_once`) and dead letters to its topic.
+
+`all` runs every stage in one process. With `fuse` (the default) asn, geo and hoster run as
+one consumer (streams/runtime/chain.py: it consumes as the asn group, and whether it writes
+the intermediate topics is `[run] fused_intermediate_topics`); match and feedback run beside
+it.
 """
 
 from __future__ import annotations
@@ -13,40 +16,68 @@ import signal
 import threading
 from collections.abc import Sequence
 
+from confluent_kafka import Consumer
+
 from threatroute.streams.config import Config
-from threatroute.streams.kafka.clients import AckedProducer, make_consumer
+from threatroute.streams.kafka.clients import AckedProducer, consumer_settings
+from threatroute.streams.kafka.transactions import (
+    AfterAcknowledgement,
+    CommitStrategy,
+    InTransaction,
+    transactional_producer,
+)
 from threatroute.streams.runtime.chain import FusedChain
-from threatroute.streams.runtime.loop import StageStats, run_stage
+from threatroute.streams.runtime.loop import DeadLetters, StageStats, run_stage
 from threatroute.streams.runtime.metrics import Metrics
+from threatroute.streams.runtime.step import Stage
 from threatroute.streams.stages.enrich import STAGES, EnrichStage
 from threatroute.streams.stages.feedback import FeedbackStage
-from threatroute.streams.stages.match import NOTIFYING, MatchStage
+from threatroute.streams.stages.match import MatchStage
 
 log = logging.getLogger(__name__)
-Runnable = EnrichStage | FusedChain | MatchStage | FeedbackStage
 ENRICHMENT = ("asn", "geo", "hoster")
 
 
-def group_id(stage: str) -> str:
-    return f"threatroute-{stage}"
-
-
-def build(config: Config, name: str, metrics: Metrics, batch_size: int) -> Runnable:
+def build(config: Config, name: str, metrics: Metrics) -> Stage:
     if name == "match":
-        return MatchStage(config, metrics.stage(name), batch_size=batch_size)
+        return MatchStage(config)
     if name == "feedback":
         return FeedbackStage(config, metrics, window=config.baseline_window())
     return STAGES[name](config)
 
 
-def build_all(config: Config, names: Sequence[str], metrics: Metrics, batch_size: int,
-              fuse: bool) -> list[Runnable]:
-    stages = [build(config, name, metrics, batch_size) for name in names]
+def build_all(config: Config, names: Sequence[str], metrics: Metrics, fuse: bool
+              ) -> list[Stage]:
+    stages = [build(config, name, metrics) for name in names]
     chain = [s for s in stages if isinstance(s, EnrichStage)]
     if not fuse or [s.name for s in chain] != list(ENRICHMENT):
         return stages
-    fused = FusedChain(config, chain, {s.name: group_id(s.name) for s in chain})
+    fused = FusedChain(chain, intermediate_topics=config.fused_intermediate_topics)
     return [fused, *(s for s in stages if not isinstance(s, EnrichStage))]
+
+
+def commit_strategy(config: Config, stage: Stage) -> CommitStrategy:
+    if stage.exactly_once:
+        return InTransaction(transactional_producer(config, stage.group, stage.instance))
+    return AfterAcknowledgement(AckedProducer(config))
+
+
+def run_one(config: Config, stage: Stage, stop: threading.Event, metrics: Metrics | None = None,
+            stats: StageStats | None = None, batch_size: int = 2000) -> StageStats:
+    """Run one stage in this thread until `stop` is set (the stage is closed at the end)."""
+    metrics = metrics or Metrics()
+    try:
+        # an exactly-once stage reads committed records only (its inputs come from
+        # transactions); the at-least-once stages read as they always did
+        extra = {"isolation.level": "read_committed"} if stage.exactly_once else {}
+        consumer = Consumer(consumer_settings(config, stage.group, **extra))
+        commit = commit_strategy(config, stage)
+        stage.start()
+        return run_stage(stage, consumer, commit, DeadLetters(stage.dead_letter_topic, stage.name),
+                         stop, stats, batch_size=stage.batch_size or batch_size,
+                         metrics=metrics.stage(stage.name))
+    finally:
+        stage.close()
 
 
 def run_stages(config: Config, names: Sequence[str], stop: threading.Event,
@@ -57,23 +88,14 @@ def run_stages(config: Config, names: Sequence[str], stop: threading.Event,
     With `fuse`, asn, geo and hoster run as one consumer when all three are named.
     """
     metrics = metrics or Metrics()
-    stages = build_all(config, names, metrics, batch_size, fuse)
+    stages = build_all(config, names, metrics, fuse)
     metrics.serve(config.metrics_port, config.metrics_address)
     stats = {stage.name: StageStats() for stage in stages}
     failures: list[BaseException] = []
 
-    def work(stage: Runnable) -> None:
+    def work(stage: Stage) -> None:
         try:
-            if isinstance(stage, MatchStage | FeedbackStage):
-                stage.run(stop)
-                return
-            stage_metrics = metrics.stage(stage.name)
-            # a fused chain consumes as its first stage: the groups continue across topologies
-            group = group_id(stage.stages[0].name if isinstance(stage, FusedChain) else stage.name)
-            consumer = make_consumer(config, group, [stage.source],
-                                     on_revoke=lambda c, ps: stage_metrics.forget_partitions(ps))
-            run_stage(stage, consumer, AckedProducer(config), stop, stats[stage.name],
-                      batch_size=batch_size, metrics=stage_metrics)
+            run_one(config, stage, stop, metrics, stats[stage.name], batch_size)
         except BaseException as exc:  # one dead stage stops the process: a supervisor restarts it
             log.exception("stage %s stopped", stage.name)
             failures.append(exc)
@@ -82,22 +104,11 @@ def run_stages(config: Config, names: Sequence[str], stop: threading.Event,
     threads = [threading.Thread(target=work, args=(s,), name=f"stage-{s.name}") for s in stages]
     for thread in threads:
         thread.start()
-    try:
-        for thread in threads:
-            while thread.is_alive():
-                thread.join(0.5)
-    finally:
-        for stage in stages:
-            if isinstance(stage, EnrichStage | FusedChain):
-                stage.close()
+    for thread in threads:
+        while thread.is_alive():
+            thread.join(0.5)
     if failures:
         raise failures[0]
-    for stage in stages:
-        if isinstance(stage, MatchStage):
-            stats[stage.name].consumed = stage.counts["consumed"]
-            stats[stage.name].produced = sum(stage.counts[a] for a in NOTIFYING)
-            stats[stage.name].refused = stage.counts["refused"]
-            stats[stage.name].batches = 1 if stage.counts["consumed"] else 0
     return stats
 
 

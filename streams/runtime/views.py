@@ -8,68 +8,18 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 
 from threatroute.streams.config import Config
 from threatroute.streams.kafka.clients import decode as decode_json
 from threatroute.streams.kafka.clients import value_of
+from threatroute.streams.kafka.replay import batches, partitions_of, replay_consumer, until_end
 
 log = logging.getLogger(__name__)
 V = TypeVar("V")
-
-
-def replay_consumer(config: Config) -> Consumer:
-    """A consumer without group offsets: every reader replays the whole topic.
-
-    Partition-EOF events tell a reader it has caught up, even when compaction removed the
-    records just below the high watermark.
-    """
-    return Consumer({**config.kafka_settings(), "group.id": f"view-{uuid.uuid4()}",
-                     "enable.auto.commit": False, "auto.offset.reset": "earliest",
-                     "enable.partition.eof": True, "fetch.wait.max.ms": 50})
-
-
-def at_eof(message: Message) -> bool:
-    error = message.error()
-    return error is not None and error.code() == KafkaError._PARTITION_EOF
-
-
-def read_to_end(consumer: Consumer, start: list[TopicPartition], timeout: float = 30.0
-                ) -> list[Message]:
-    """Every message from `start` (positions) to each partition's current end, with a consumer
-    made with `enable.partition.eof`; partitions already at their end are skipped."""
-    behind = []
-    for tp in start:
-        low, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition),
-                                                   timeout=10)
-        offset = low if tp.offset < 0 else max(tp.offset, low)
-        if offset < high:
-            behind.append(TopicPartition(tp.topic, tp.partition, offset))
-    if not behind:
-        return []
-    consumer.assign(behind)
-    waiting = {(tp.topic, tp.partition) for tp in behind}
-    messages: list[Message] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while waiting and time.monotonic() < deadline:
-            for message in consumer.consume(500, timeout=0.2):
-                if at_eof(message):
-                    waiting.discard((message.topic(), message.partition()))
-                elif (error := message.error()) is None:
-                    messages.append(message)
-                else:
-                    log.warning("reading %s: %s", message.topic(), error.str())
-    finally:
-        consumer.unassign()
-    if waiting:
-        raise TimeoutError(f"{sorted(waiting)} not read to the end in {timeout}s")
-    return messages
 
 
 class CompactedView(Generic[V]):
@@ -113,20 +63,24 @@ class CompactedView(Generic[V]):
     def _follow(self) -> None:
         consumer = replay_consumer(self._config)
         try:
-            partitions = consumer.list_topics(self.topic, timeout=30).topics[self.topic].partitions
+            partitions = partitions_of(consumer, self.topic)
+            if partitions is None:
+                raise LookupError(f"no topic {self.topic}; run `threatroute topics create`")
             consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in partitions])
-            behind = set(partitions)
-            while not self._stop.is_set():
+            for message in until_end(consumer, [(self.topic, p) for p in partitions],
+                                     stop=self._stop):
+                self._fold(self.state, message)
+            if self._stop.is_set():
+                return
+            self.caught_up.set()
+            self._on_change(dict(self.state))
+            self.ready.set()
+            for batch in batches(consumer, self._stop):
                 changed = False
-                for message in consumer.consume(500, timeout=0.5):
-                    if at_eof(message):
-                        behind.discard(message.partition())
-                    elif message.error() is None:
-                        changed |= self._fold(self.state, message)
-                if not behind and (changed or not self.ready.is_set()):
-                    self.caught_up.set()
+                for message in batch:
+                    changed |= self._fold(self.state, message)
+                if changed:
                     self._on_change(dict(self.state))
-                    self.ready.set()
         except BaseException as exc:  # a dead view must be loud: workers would use stale data
             self.failed = exc
             log.exception("view of %s stopped", self.topic)

@@ -8,12 +8,12 @@ the hoster stage follows the `recipients` topic through a `RegistryView`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from threatroute.enrichers.asn import AsnDatabase, enrich_asn
+from threatroute import topics
+from threatroute.enrichers.asn import AsnDatabase, enrich_asn, enrich_asn_many
 from threatroute.enrichers.dns import Resolver, enrich_dns
 from threatroute.enrichers.geo import GeoDatabase, enrich_geo
 from threatroute.enrichers.hoster import enrich_owner
@@ -22,50 +22,81 @@ from threatroute.errors import ConfigError
 from threatroute.matchers.ownership import OwnershipIndex
 from threatroute.registry import Recipient
 from threatroute.streams.config import Config
-from threatroute.streams.runtime.loop import Input, Output, Refused
 from threatroute.streams.runtime.registry import registry_view
+from threatroute.streams.runtime.step import BaseStage, Input, Output, Step, indicator_contract
 
 log = logging.getLogger(__name__)
-INVALID = "indicators.invalid"
 Record = dict[str, Any]
 
 
-@dataclass
-class EnrichStage:
-    """A record-to-record stage; one record that breaks the transform is refused, not fatal."""
+class EnrichStage(BaseStage):
+    """A record-to-record stage; one record that breaks the transform is refused, not fatal.
 
-    name: str
-    source: str
-    sink: str
-    transform: Callable[[Record], Record]
-    prepare: Callable[[list[Record]], list[Record]] | None = None  # batch work (DNS)
-    dead_letter_topic: str = INVALID
-    closers: list[Callable[[], None]] = field(default_factory=list)
+    `prepare` does batch work before the transforms (DNS resolution). `transform_many` is
+    the batch-shaped fast path of `transform` (one batch lookup): if it raises, the batch
+    goes through `transform` record by record, so only the record that breaks it is refused.
+    A lone stage commits past what a fused chain already carried past it (`skip_header`,
+    streams/runtime/chain.py).
+    """
 
-    def process(self, batch: list[Input]) -> Iterable[Output | Refused]:
-        records = [item.record for item in batch]
+    dead_letter_topic = topics.INVALID
+    skip_header = topics.CARRIED_HEADER
+    check = staticmethod(indicator_contract)
+
+    def __init__(self, name: str, source: str, sink: str, transform: Callable[[Record], Record],
+                 prepare: Callable[[list[Record]], list[Record]] | None = None,
+                 transform_many: Callable[[list[Record]], list[Record]] | None = None,
+                 closers: list[Callable[[], None]] | None = None) -> None:
+        self.name, self.source, self.sink = name, source, sink
+        self.transform, self.prepare, self.transform_many = transform, prepare, transform_many
+        self.closers = closers or []
+        self.group = topics.group_id(name)
+        self.subscription = [source]
+
+    def process(self, inputs: list[Input], step: Step) -> None:
+        sink = self.sink
+        for item, record in self.run(inputs, step):
+            step.send(Output(sink, item.key, record))
+        step.observed.extend(observation_times(inputs))
+
+    def run(self, inputs: list[Input], step: Step) -> list[tuple[Input, Record]]:
+        """The enriched records of `inputs` (those refused are added to `step`)."""
+        records = [item.record for item in inputs]
         if self.prepare:
             records = self.prepare(records)
-        transform, sink = self.transform, self.sink
-        for item, record in zip(batch, records, strict=True):
+        if self.transform_many:
             try:
-                yield Output(sink, item.key, transform(record))
+                return list(zip(inputs, self.transform_many(records), strict=True))
+            except Exception:
+                pass  # one record breaks the batch path: find it below, record by record
+        done = []
+        transform = self.transform
+        for item, record in zip(inputs, records, strict=True):
+            try:
+                done.append((item, transform(record)))
             except Exception as exc:  # a transform bug costs one record, never the stage
-                yield refusal(self.name, item.raw, exc)
+                refuse(step, self.name, item, exc)
+        return done
 
     def close(self) -> None:
         for close in self.closers:
             close()
 
 
-def refusal(stage: str, raw: bytes, exc: Exception) -> Refused:
-    """The dead letter for a record a stage's transform could not handle.
+def observation_times(inputs: list[Input]) -> list[str]:
+    """The records' time.observation stamps (for the latency metric)."""
+    times = (i.record.get("time") for i in inputs)
+    return [o for t in times if isinstance(t, dict) and isinstance(o := t.get("observation"), str)]
+
+
+def refuse(step: Step, stage: str, item: Input, exc: Exception) -> None:
+    """Dead-letter a record a stage's transform could not handle.
 
     Records reaching a transform hold the record contract, so this is a bug: logged, in one
     line (a stage never logs a traceback for a record; the dead letter keeps the bytes).
     """
     log.warning("%s: record refused: %s: %s", stage, type(exc).__name__, str(exc)[:200])
-    return Refused(raw, f"{stage} failed: {type(exc).__name__}: {exc}"[:300])
+    step.refuse(item.raw, f"{stage} failed: {type(exc).__name__}: {exc}", origin=item)
 
 
 def _require(path: Path | None, what: str, flag: str) -> Path:
@@ -98,8 +129,9 @@ def asn_stage(config: Config) -> EnrichStage:
     files = [ipasn] + ([config.asnames] if config.asnames else [])
     database = Reloading(lambda: AsnDatabase(ipasn, config.asnames), files,
                          interval=config.reload_seconds, on_error=_report_reload_error)
-    stage = EnrichStage("asn", "indicators.raw", "indicators.asn",
+    stage = EnrichStage("asn", topics.RAW, topics.ASN,
                         lambda record: enrich_asn(record, database.get()),
+                        transform_many=lambda records: enrich_asn_many(records, database.get()),
                         closers=[database.close])
     server = nameserver(config.dns_nameserver)
     if server:
@@ -114,7 +146,7 @@ def geo_stage(config: Config) -> EnrichStage:
     path = _require(config.geoip, "MaxMind database", "--geoip")
     database = Reloading(lambda: GeoDatabase(path), [path], interval=config.reload_seconds,
                          on_error=_report_reload_error)
-    return EnrichStage("geo", "indicators.asn", "indicators.geo",
+    return EnrichStage("geo", topics.ASN, topics.GEO,
                        lambda record: enrich_geo(record, database.get()),
                        closers=[database.close])
 
@@ -133,7 +165,7 @@ class LiveOwnership:
 def hoster_stage(config: Config) -> EnrichStage:
     live = LiveOwnership()
     view = registry_view(config, live.rebuild).start()
-    return EnrichStage("hoster", "indicators.geo", "indicators.enriched",
+    return EnrichStage("hoster", topics.GEO, topics.ENRICHED,
                        lambda record: enrich_owner(record, live.index), closers=[view.stop])
 
 

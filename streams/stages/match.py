@@ -1,62 +1,53 @@
 """The match stage: enriched indicators -> one alert per recipient, deduplicated, exactly once.
 
-State: one `AlertState` per (recipient, indicator key), kept in memory per input partition and
-backed by the compacted changelog `match.state` (partition p of the changelog holds the state
-of input partition p). On assignment a partition's state is restored from the changelog
-before its records are processed.
+State: one `AlertState` per (recipient, indicator key) in the table `match.state`
+(streams/runtime/tables.py): partition p of the changelog holds the states of input partition
+p, restored when p is assigned. Routing one record is a pure function
+(threatroute.matchers.routing.route); this module only feeds it and carries its result out.
 
-Each batch is one Kafka transaction: alerts to `alerts.<recipient>`, the ledger, the changelog
-and the consumer offsets commit together or not at all. A kill -9 at any point therefore
-neither loses an indicator nor sends an alert twice (consumers read committed data, which is
-librdkafka's default).
+Each batch is one Kafka transaction (the loop's `InTransaction`): alerts to
+`alerts.<recipient>`, the ledger, the changelog and the consumer offsets commit together or
+not at all. A kill -9 at any point therefore neither loses an indicator nor sends an alert
+twice (consumers read committed data, which is librdkafka's default).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections import Counter
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-from confluent_kafka import (
-    OFFSET_BEGINNING,
-    Consumer,
-    Message,
-    TopicPartition,
-)
+from confluent_kafka import Message
 
-from threatroute.contract import check_key, check_record
-from threatroute.deadletter import dead_letter
-from threatroute.errors import ConfigError, InvalidRecord
-from threatroute.matchers.dedup import AlertState, DedupPolicy, decide
-from threatroute.matchers.formats import alert_record, render
+from threatroute import topics
+from threatroute.matchers.dedup import Action, AlertState, DedupPolicy
+from threatroute.matchers.formats import render
 from threatroute.matchers.index import MatchIndex
 from threatroute.matchers.privacy import DEFAULT as PRIVATE
 from threatroute.matchers.privacy import AlertContent, content_of
+from threatroute.matchers.routing import expired_keys, route
 from threatroute.record import indicator_key
 from threatroute.registry import Recipient
 from threatroute.streams.config import Config
-from threatroute.streams.kafka.admin import admin
-from threatroute.streams.kafka.clients import consumer_settings, decode, encode, slot
-from threatroute.streams.kafka.transactions import (
-    RESTORE_SECONDS,
-    batch_transaction,
-    poll_batch,
-    transactional_producer,
-)
-from threatroute.streams.runtime.metrics import StageMetrics
 from threatroute.streams.runtime.registry import ensure_recipient_topics, registry_view
-from threatroute.streams.runtime.views import CompactedView, at_eof, json_fold, replay_consumer
+from threatroute.streams.runtime.step import (
+    BaseStage,
+    Clock,
+    Input,
+    Output,
+    Periodic,
+    Step,
+    indicator_contract,
+    utc_now,
+)
+from threatroute.streams.runtime.tables import Table, Tables
+from threatroute.streams.runtime.views import CompactedView, json_fold
 
 log = logging.getLogger(__name__)
-SOURCE, STATE, LEDGER, STATUS = "indicators.enriched", "match.state", "alerts.ledger", \
-    "alerts.status"
-INVALID = "indicators.invalid"
-GROUP = "threatroute-match"
-NOTIFYING = ("new", "renotify", "recurrence")  # actions that put an alert on a recipient topic
+NOTIFYING = tuple(a.value for a in Action if a.notifies)  # actions that send an alert
+EXPIRY_SECONDS = 600.0  # how often states unseen for the dedup window are tombstoned
 
 
 class Routing:
@@ -97,161 +88,86 @@ def remediation_fold() -> Any:
     return fold
 
 
-class MatchStage:
+class MatchStage(BaseStage):
     name = "match"
+    group = topics.group_id("match")
+    subscription = (topics.ENRICHED,)
+    exactly_once = True
+    dead_letter_topic = topics.INVALID
+    check = staticmethod(indicator_contract)
 
-    def __init__(self, config: Config, metrics: StageMetrics | None = None,
-                 instance: str | None = None, batch_size: int = 2000,
-                 clock: Any = lambda: datetime.now(UTC)) -> None:
-        self.config, self.batch_size, self.clock = config, batch_size, clock
-        self.metrics = metrics
+    def __init__(self, config: Config, metrics: Any = None, instance: str | None = None,
+                 batch_size: int = 2000, clock: Clock = utc_now) -> None:
+        # metrics: the loop's business (kept for callers that pass them)
+        self.config, self.clock, self.instance = config, clock, instance
+        self.batch_size = batch_size
         self.policy = DedupPolicy(timedelta(hours=config.dedup_window_hours),
                                   timedelta(hours=config.renotify_hours))
         self.routing = Routing(config)
-        self.states: dict[int, dict[str, AlertState]] = {}
-        self.counts: Counter[str] = Counter()
-        self._check_partitions()
+        self.states: Table[AlertState] = Table(topics.MATCH_STATE, AlertState.from_json,
+                                               AlertState.to_json)
+        self.tables = Tables(config, [self.states])
+        self.tables.check_partitions([topics.ENRICHED])
+        self.counts: Counter[str] = Counter()  # actions taken, over committed batches
         self.registry = registry_view(config, self.routing.rebuild)
-        self.remediations: CompactedView[str] = CompactedView(config, STATUS, remediation_fold())
-        self.producer = transactional_producer(config, GROUP, instance)
-        self.consumer = Consumer(consumer_settings(config, GROUP,
-                                                   **{"isolation.level": "read_committed"}))
+        self.remediations: CompactedView[str] = CompactedView(config, topics.STATUS,
+                                                              remediation_fold())
+        self.periodic = (Periodic(EXPIRY_SECONDS, self.expire),)
 
-    def _check_partitions(self) -> None:
-        client = admin(self.config)
-        topics = client.list_topics(timeout=30).topics
-        source, state = (len(topics[t].partitions) if t in topics else 0 for t in (SOURCE, STATE))
-        if not source or source != state:
-            raise ConfigError(f"{STATE} must have as many partitions as {SOURCE} "
-                              f"({state} vs {source}); run `threatroute topics create`")
-
-    # -- partition state ----------------------------------------------------------------------
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.states.update(self._restore([tp.partition for tp in partitions]))
-
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        for tp in partitions:
-            self.states.pop(tp.partition, None)
-        if self.metrics:
-            self.metrics.forget_partitions(partitions)
-
-    def _restore(self, partitions: list[int]) -> dict[int, dict[str, AlertState]]:
-        """Read the changelog partitions to their ends (committed records only), together."""
-        reader = replay_consumer(self.config)
-        states: dict[int, dict[str, AlertState]] = {p: {} for p in partitions}
-        behind = set(partitions)
-        try:
-            reader.assign([TopicPartition(STATE, p, OFFSET_BEGINNING) for p in partitions])
-            # a transaction left open by a killed worker holds the end back until the broker
-            # aborts it (TRANSACTION_TIMEOUT_MS), so allow well beyond that
-            deadline = time.monotonic() + RESTORE_SECONDS
-            while behind:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"restoring {STATE} partitions {sorted(behind)} timed out")
-                for message in reader.consume(1000, timeout=0.2):
-                    if at_eof(message):
-                        behind.discard(message.partition())
-                    elif message.error() is None:
-                        state = states[slot(message)[1]]
-                        key = (message.key() or b"").decode()
-                        value = message.value()
-                        if value is None:
-                            state.pop(key, None)
-                        else:
-                            state[key] = AlertState.from_json(decode(value))
-        finally:
-            reader.close()
-        log.info("restored %d alert states of partitions %s",
-                 sum(map(len, states.values())), sorted(partitions))
-        return states
-
-    # -- the loop -----------------------------------------------------------------------------
-    def run(self, stop: threading.Event) -> None:
+    def start(self) -> None:
         self.registry.start()
         self.remediations.start()
-        producer = self.producer
-        self.consumer.subscribe([SOURCE], on_assign=self._on_assign, on_revoke=self._on_revoke,
-                                on_lost=self._on_revoke)
-        last_expiry = time.monotonic()
-        try:
-            while not stop.is_set():
-                messages = poll_batch(self.consumer, self.batch_size)
-                expire = time.monotonic() - last_expiry > 600
-                if not messages and not expire:
-                    if self.metrics:
-                        self.metrics.idle()
-                        self.metrics.lag(self.consumer)
-                    continue
-                started, before = time.perf_counter(), self.counts.copy()
-                with batch_transaction(producer, self.consumer, messages):
-                    observed = [self._route(message) for message in messages]
-                    if expire:
-                        self._expire()
-                        last_expiry = time.monotonic()
-                self.counts["consumed"] += len(messages)
-                if self.metrics:
-                    sent = sum(self.counts[a] - before[a] for a in NOTIFYING)
-                    self.metrics.batch(len(messages), sent,
-                                       self.counts["refused"] - before["refused"],
-                                       time.perf_counter() - started, [o for o in observed if o])
-                    self.metrics.lag(self.consumer)
-        finally:
-            self.consumer.close()
-            self.registry.stop()
-            self.remediations.stop()
 
-    def _route(self, message: Message) -> str | None:
-        """Route one record inside the open transaction; returns its time.observation."""
-        raw = message.value() or b""
+    def assigned(self, partitions: list[tuple[str, int]]) -> None:
+        self.tables.assign(p for _, p in partitions)
+
+    def revoked(self, partitions: list[tuple[str, int]]) -> None:
+        self.tables.revoke(p for _, p in partitions)
+
+    def process(self, inputs: list[Input], step: Step) -> None:
+        for item in inputs:
+            self.route(item, step)
+
+    def route(self, item: Input, step: Step) -> None:
+        """Route one record: its alerts, ledger records and state changes go into `step`."""
+        record = item.record
         try:
-            record = decode(raw)
-            reason = check_record(record, len(raw)) or check_key(message.key())  # the contract
-            if reason:
-                raise InvalidRecord(reason)
             # our stages always key by indicator key; a record produced by hand may lack one
-            raw_key = message.key()
-            key = raw_key.decode() if raw_key else indicator_key(record)
-            matches = self.routing.index.match(record)
+            key = item.key.decode() if item.key else indicator_key(record)
+            deliveries = route(record, key, self.routing.index,
+                               self.states.partition(item.partition),
+                               self.remediations.get, step.now, self.policy)
         except Exception as exc:  # bad input costs one record, never the stage
-            self.producer.produce(INVALID, encode(dead_letter(
-                raw, f"match failed: {type(exc).__name__}: {exc}"[:300], stage=self.name)))
-            self.counts["refused"] += 1
-            return None
-        _, partition = slot(message)
-        states = self.states.setdefault(partition, {})
-        now = self.clock().replace(microsecond=0)
-        sent_at = now.isoformat()
-        for match in matches:
-            state_key = f"{match.recipient_id}|{key}"
-            previous = states.get(state_key)
-            remediated = self.remediations.get(previous.alert_id) if previous else None
-            action, state = decide(previous, match.recipient_id, key, now, self.policy, remediated)
-            states[state_key] = state
-            self.producer.produce(STATE, encode(state.to_json()), state_key,
-                                  partition=partition)
-            alert = alert_record(state, action, record, match.reasons, sent_at)
-            self.producer.produce(LEDGER, encode(alert), state.alert_id)
-            if action.notifies:
-                fmt = self.routing.formats.get(match.recipient_id, "json")
-                content = self.routing.contents.get(match.recipient_id, PRIVATE)
-                self.producer.produce(f"alerts.{match.recipient_id}",
-                                      render(alert, fmt, content), key)
-            self.counts[action.value] += 1
-            self._poll()
-        observed = record.get("time", {}).get("observation") if isinstance(record, dict) else None
-        return observed if isinstance(observed, str) else None
+            step.refuse(item.raw, f"match failed: {type(exc).__name__}: {exc}", origin=item)
+            return
+        for delivery in deliveries:
+            self.states.put(item.partition, delivery.key, delivery.state)
+            step.send(Output(topics.LEDGER, delivery.state.alert_id, delivery.alert,
+                             counted=False))
+            if delivery.notifies:
+                rid = delivery.recipient
+                step.send(Output(topics.alerts_topic(rid), key, render(
+                    delivery.alert, self.routing.formats.get(rid, "json"),
+                    self.routing.contents.get(rid, PRIVATE))))
+            step.count(delivery.action.value)
+        stamps = record.get("time")
+        observed = stamps.get("observation") if isinstance(stamps, dict) else None
+        if isinstance(observed, str):
+            step.observed.append(observed)
 
-    def _expire(self) -> None:
+    def expire(self, step: Step) -> None:
         """Tombstone states not seen for longer than the dedup window."""
-        cutoff = (self.clock() - self.policy.window).isoformat()
-        for partition, states in self.states.items():
-            for state_key in [s for s, st in states.items() if st.last_seen < cutoff]:
-                del states[state_key]
-                self.producer.produce(STATE, None, state_key, partition=partition)
+        for partition in list(self.tables.owned):
+            for key in expired_keys(self.states.partition(partition), step.now, self.policy):
+                self.states.delete(partition, key)
 
-    def _poll(self) -> None:
-        try:
-            self.producer.poll(0)
-        except BufferError:
-            self.producer.flush(10)
+    def changes(self) -> list[Output]:
+        return self.tables.changes()
 
+    def committed(self, step: Step) -> None:
+        self.counts.update(step.counts)
+
+    def close(self) -> None:
+        self.tables.close()
+        self.registry.stop()
+        self.remediations.stop()

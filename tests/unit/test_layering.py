@@ -59,3 +59,50 @@ def test_one_installed_namespace() -> None:
     for folder in ("streams", "enrichers", "matchers", "deploy"):
         link = ROOT / "threatroute" / folder
         assert link.is_symlink() and link.resolve() == (ROOT / folder).resolve()
+
+
+def _calls(path: Path, method: str) -> list[str]:
+    """Receivers of `<receiver>.<method>(...)` calls in `path`, as source text."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    return [ast.unparse(node.func.value) for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and node.func.attr == method]
+
+
+def test_one_consume_loop() -> None:
+    """Stage processing consumes only in the one loop; reading topics back (views, tables,
+    tail) only through the read-to-end helper."""
+    consuming = {str(p.relative_to(ROOT)) for p in (ROOT / "streams").rglob("*.py")
+                 if _calls(p, "consume")
+                 or any("consumer" in r or "reader" in r for r in _calls(p, "poll"))}
+    assert consuming == {"streams/runtime/loop.py", "streams/kafka/replay.py"}
+
+
+def _private_attributes(folder: Path) -> set[str]:
+    """Names of the private attributes the classes in `folder` set on themselves."""
+    names = set()
+    for path in folder.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                    and node.value.id == "self" and node.attr.startswith("_")
+                    and not node.attr.startswith("__")):
+                names.add(node.attr)
+    return names
+
+
+def test_no_module_outside_enrichers_touches_an_enrichers_private_attributes() -> None:
+    private = _private_attributes(ROOT / "enrichers")
+    assert private  # the check has something to look for
+    offenders = []
+    for package in ("streams", "matchers", "threatroute", "benchmarks"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            real = path.resolve().parents
+            if (ROOT / "enrichers") in real or ((ROOT / "streams") in real
+                                                 and package != "streams"):
+                continue  # symlinked folders: each file once, enrichers' own are allowed
+            for node in ast.walk(ast.parse(path.read_text())):
+                if (isinstance(node, ast.Attribute) and node.attr in private
+                        and not (isinstance(node.value, ast.Name)
+                                 and node.value.id in ("self", "cls"))):
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} .{node.attr}")
+    assert not offenders
