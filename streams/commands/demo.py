@@ -96,7 +96,7 @@ def received(config: Config, recipients: list[str]) -> dict[str, list[dict[str, 
     from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
     from threatroute.streams.kafka.clients import decode
-    from threatroute.streams.runtime.views import read_to_end, replay_consumer
+    from threatroute.streams.kafka.replay import read_to_end, replay_consumer
 
     consumer = replay_consumer(config)
     try:

@@ -12,7 +12,7 @@ from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
 from threatroute.streams.config import Config
 from threatroute.streams.kafka.clients import decode
-from threatroute.streams.runtime.views import read_to_end, replay_consumer
+from threatroute.streams.kafka.replay import read_to_end, replay_consumer
 
 
 def read_latest(config: Config, topic: str, timeout: float = 30.0) -> dict[str, Any]:
