@@ -33,6 +33,7 @@ import re
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -218,7 +219,7 @@ FIELD_CHECKS.update({
 LOCATORS = ("url", "fqdn", "ip", "network", "asn")
 
 
-def _tree(flat: Mapping[str, Check]) -> dict[str, Any]:
+def _tree(flat: Mapping[str, Any]) -> dict[str, Any]:
     """{"source": {"ip": check, ...}, ...}: the shape a record is walked against."""
     tree: dict[str, Any] = {}
     for name, check in flat.items():
@@ -244,13 +245,28 @@ Found = tuple[str, str] | None  # (field, reason) of the first violation
 
 def _fields(node: dict[Any, Any], shape: dict[str, Any], depth: int, budget: _Budget) -> Found:
     """The first field of `node` that breaks `shape`. The hot path of every stage's decoding:
+    the common leaf kinds are checked inline (a call per field costs more than the check) and
     names are only built for the violation, on the way out."""
     budget.left -= len(node)
     if budget.left < 0:
         return "", f"more than {MAX_VALUES} values"
     for key, value in node.items():
-        spec = shape.get(key)
-        if spec.__class__ is dict:  # a known group
+        spec: Any = shape.get(key)
+        kind = spec.__class__
+        if kind is _Text:  # most fields: bounded text
+            if value.__class__ is str and 0 < len(value) <= spec.limit:
+                continue
+            return key, _string(value, spec.limit) or "bad text"
+        if kind is frozenset:  # a vocabulary: TLP, classification type and taxonomy
+            if value.__class__ is str and value in spec:
+                continue
+            return key, f"not a known value: {str(value)[:40]!r}"
+        if kind is range:  # an integer range: port, ASN
+            if value.__class__ is int and value in spec:
+                continue
+            return key, f"expected an integer in {spec.start}..{spec.stop - 1}, got " \
+                        f"{str(value)[:40]!r}"
+        if kind is dict:  # a known group
             if value.__class__ is not dict:
                 return key, f"expected an object, got {_kind(value)}"
             found = _fields(value, spec, depth + 1, budget)
@@ -262,7 +278,7 @@ def _fields(node: dict[Any, Any], shape: dict[str, Any], depth: int, budget: _Bu
             found = _data(value, "", 1, budget)
             if found:
                 return (f"{key}.{found[0]}" if found[0] else key), found[1]
-        elif spec is not None:  # a known field
+        elif spec is not None:  # a known field with its own check
             if reason := spec(value):
                 return key, reason
         else:  # a field the pipeline does not know: a string, as normalise makes it
@@ -325,7 +341,38 @@ def _data(value: Any, name: str, depth: int, budget: _Budget) -> Found:
     return None
 
 
-SHAPE = _tree({**FIELD_CHECKS, "extra": _extra})
+class _Text:
+    """Leaf spec: text of 1..limit characters (checked inline by `_fields`)."""
+
+    __slots__ = ("limit",)
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+
+
+def _memo(check: Check) -> Check:
+    """`check` remembered for the strings it saw: addresses, networks, names and times repeat
+    across records (and a batch), so most are one dict lookup."""
+    cached = lru_cache(maxsize=1 << 16)(check)
+
+    def memoised(value: Any) -> str | None:
+        return cached(value) if value.__class__ is str else check(value)
+    return memoised
+
+
+_URL_TEXT, _TEXT = _Text(fields.MAX_URL), _Text(fields.MAX_STRING)
+_COMPILED: dict[Any, Any] = {
+    _string: _TEXT,
+    _ip: _memo(_ip), _network: _memo(_network), _fqdn: _memo(_fqdn),
+    _timestamp: _memo(_timestamp), _country: _memo(_country),
+    _CHECK_OF[fields.port]: range(0, 65536), _CHECK_OF[fields.asn]: range(1, 4294967296),
+    FIELD_CHECKS["tlp"]: frozenset(fields.TLP_LEVELS),
+    FIELD_CHECKS["classification.type"]: frozenset(TAXONOMY_OF_TYPE),
+    FIELD_CHECKS["classification.taxonomy"]: TAXONOMIES,
+    FIELD_CHECKS["source.urlpath"]: _URL_TEXT, FIELD_CHECKS["destination.urlpath"]: _URL_TEXT,
+}
+SHAPE = _tree({**{name: _COMPILED.get(check, check) for name, check in FIELD_CHECKS.items()},
+               "extra": _extra})
 
 
 def violation(record: Any) -> tuple[str, str] | None:
