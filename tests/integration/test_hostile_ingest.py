@@ -27,7 +27,14 @@ from confluent_kafka import Message, Producer
 from hypothesis import given
 
 from tests import hostile
-from tests.hostile import ISSUE_LINES, ISSUE_STAGE_RECORDS, Vocab, fuzz_settings, vocabularies
+from tests.hostile import (
+    ISSUE_LINES,
+    ISSUE_STAGE_RECORDS,
+    Vocab,
+    fuzz_settings,
+    stix_over_size,
+    vocabularies,
+)
 from tests.integration.conftest import ROOT, threatroute
 from tests.integration.kafka_helpers import end_offsets, read_since, wait_drained
 from threatroute.enrichers.databuild import build_demo_data
@@ -154,3 +161,21 @@ def test_hostile_messages_on_the_stages_inputs_are_refused_and_the_rest_enriched
     hostile.COUNTS["stages (broker): enriched"] += len(inputs)
     print(f"stages: {len(values)} messages, {len(refused)} dead-lettered at decoding, "
           f"{len(inputs)} enriched, {alerts} alerts to {rid}")
+
+
+@pytest.mark.parametrize(("document", "refused"), [
+    (stix_over_size(2), 2),                             # two indicators over the message size
+    (stix_over_size(1)[: 1500 * 1024 // 2], 1),         # a broken document, 600 KiB of it
+    (b"[" * 400_000 + b"]" * 400_000, 1),               # nested past any parser's limit
+], ids=["over-size objects", "broken document", "deep document"])
+def test_stix_documents_over_the_message_size_are_dead_lettered(
+        document, refused, kafka_env, bootstrap, tmp_path):
+    feed = tmp_path / "bundle.json"
+    feed.write_bytes(document)
+    before = end_offsets(bootstrap, "indicators.invalid")
+    result = threatroute("ingest", "stix", str(feed), env=kafka_env, check=False)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert b"Traceback" not in result.stderr
+    assert tuple(map(int, SUMMARY.search(result.stderr).groups())) == (0, refused)
+    letters = read_since(bootstrap, "indicators.invalid", before, expect=refused, raw=True)
+    assert len(letters) == refused and all(len(v) < 1_000_000 for _, v in letters)

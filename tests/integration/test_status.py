@@ -75,6 +75,7 @@ def test_status_shows_groups_members_lag_rates_dead_letters_recipients_and_broke
         finally:
             stop.set()
             sender.join()
+        wait_drained(bootstrap)  # leave nothing behind for the next test's stages
     finally:
         stages.send_signal(signal.SIGTERM)
         stages.wait(timeout=60)
