@@ -34,9 +34,18 @@ lint: venv
 	$(BIN)/ruff check threatroute streams enrichers matchers tests benchmarks
 	$(BIN)/mypy -p threatroute
 
-bench: venv
-	$(BIN)/python benchmarks/bench_enrichers.py
-	$(BIN)/python benchmarks/bench_match.py
+BENCH_STAMP := $(VENV)/.bench-installed
+BENCH_ARGS ?=
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+# the pipeline end to end on a realistic world (its own broker on port 9192, removed after);
+# BENCH_ARGS="--count 200000 --port 19165" to change it; then IntelMQ's experts next to ours
+bench: deps $(BENCH_STAMP)
+	$(TR) bench $(BENCH_ARGS)
+	$(BIN)/python benchmarks/bench_intelmq.py
 
 stop: venv
 	$(TR) broker stop

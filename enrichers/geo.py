@@ -8,10 +8,16 @@ when the database has no `country` for the network, e.g. anycast, satellite or f
 allocated space: a registration country is a better guess than none. As with ASNs, the
 database's answer replaces the feed's so routing by country is consistent; a differing feed
 country is kept in `extra.feed_cc`.
+
+Lookups are cached per network: the database answers with the network an address belongs to
+(its leaves are disjoint), so every later address of that network, found or not, is answered
+from a dict instead of decoding the City record again (~10 us of the reader against ~2 us;
+feeds cluster in networks).
 """
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from os import PathLike
 from pathlib import Path
@@ -23,6 +29,8 @@ from threatroute.errors import ConfigError
 
 StrPath = str | PathLike[str]
 MODES = {"mmap": maxminddb.MODE_MMAP, "auto": maxminddb.MODE_AUTO}
+CACHE_NETWORKS = 500_000  # ~100 MB at most; cleared whole when full (simple, and rare)
+_ABSENT = object()
 
 
 class GeoResult(NamedTuple):
@@ -65,15 +73,37 @@ class GeoDatabase:
             self._reader.close()
             raise ConfigError(f"{path}: {exc}") from None
         # decoded records are plain dicts; Any spares a cast per field on the hot path
-        self._get: Callable[[str], Any] = self._reader.get
+        self._get: Callable[[str], Any] = self._reader.get_with_prefix_len
         self._has_city = self.kind == "city"
+        # {address width: {prefix length: {network as int >> (width - length): result}}}
+        self._cache: dict[int, dict[int, dict[int, GeoResult | None]]] = {32: {}, 128: {}}
+        self._cached = 0
 
     def lookup(self, ip: str) -> GeoResult | None:
         """Country (and city and location, for City databases) of an address; None if unknown."""
         try:
-            data = self._get(ip)
-        except ValueError:  # not an address; validated records never get here
+            packed = socket.inet_pton(socket.AF_INET6 if ":" in ip else socket.AF_INET, ip)
+        except (OSError, TypeError):  # not an address; validated records never get here
             return None
+        value, width = int.from_bytes(packed, "big"), len(packed) * 8
+        networks = self._cache[width]
+        for length, table in networks.items():
+            hit = table.get(value >> (width - length), _ABSENT)
+            if hit is not _ABSENT:
+                return hit  # type: ignore[return-value]
+        try:
+            data, length = self._get(ip)
+        except ValueError:
+            return None
+        result = self._result(data)
+        if self._cached >= CACHE_NETWORKS:
+            self._cache, self._cached = {32: {}, 128: {}}, 0
+            networks = self._cache[width]
+        networks.setdefault(length, {})[value >> (width - length)] = result
+        self._cached += 1
+        return result
+
+    def _result(self, data: Any) -> GeoResult | None:
         if not data:
             return None
         country = data.get("country") or data.get("registered_country")

@@ -22,7 +22,7 @@ from threatroute.streams.config import Config, load_config
 
 # the command modules under threatroute.streams.commands, in the order --help lists them
 COMMANDS = ("broker", "ingest", "run", "status", "recipients", "corrections", "explain", "report",
-            "tail", "gateway", "deliver", "data", "demo")
+            "tail", "gateway", "deliver", "data", "demo", "bench")
 
 DESCRIPTION = """\
 Route threat indicators to the hosters and CERTs who can act on them.

@@ -141,3 +141,22 @@ def test_enrich_keeps_differing_feed_country(shared_data: Path) -> None:
 def test_enrich_passes_through(shared_data: Path, record: dict) -> None:
     with _open(shared_data, "GeoIP2-City-Test") as db:
         assert enrich_geo(record, db) is record
+
+
+def test_network_cache_answers_as_the_reader_does(tmp_path: Path) -> None:
+    """Every address of a network, found or not, answers from the cache what a fresh lookup
+    would (the generated City database: 2**12 networks of /20; IPv6 unknown)."""
+    from threatroute.benchworld import generated_city_mmdb
+
+    path = tmp_path / "city.mmdb"
+    path.write_bytes(generated_city_mmdb(1 << 12, cities=50))
+    with GeoDatabase(path) as db, maxminddb.open_database(str(path)) as reader:
+        addresses = [f"{a}.{b}.{c}.{d}" for a in (1, 81, 200) for b in (0, 7)
+                     for c in (0, 15, 16, 255) for d in (1, 200)] + ["2001:db8::1"]
+        for ip in addresses * 2:  # the second round answers from the cache
+            raw = reader.get(ip)
+            expected = None if raw is None else (raw["country"]["iso_code"],
+                                                 raw["city"]["names"]["en"])
+            result = db.lookup(ip)
+            assert (None if result is None else result[:2]) == expected, ip
+        assert sum(len(t) for t in db._cache[32].values()) < len(addresses)
