@@ -280,24 +280,26 @@ def latency(config: Config, probe: Probe, world: World, recipient_topics: list[s
 
     thread = threading.Thread(target=read, name="bench-latency")
     thread.start()
-    time.sleep(3)  # the reader has its 10,000 partitions' positions before anything is sent
-    producer = Producer(producer_settings(config, **{"linger.ms": 1}))
-    started = time.perf_counter()
-    for n, (key, value) in enumerate(records):
-        due = started + n / rate
-        pause = due - time.perf_counter()
-        if pause > 0:
-            time.sleep(pause)
-        sent.setdefault(key.encode(), time.time())
-        producer.produce(topics.RAW, value, key)
-        producer.poll(0)
-    producer.flush(60)
-    offered = len(records) / (time.perf_counter() - started)
-    drain(probe, time.perf_counter(), FUSED)
-    time.sleep(1.0)
-    stop.set()
-    thread.join()
-    reader.close()
+    try:  # a failed run (a worker gone) must not leave the reader thread holding the process
+        time.sleep(3)  # the reader has its 10,000 partitions' positions before anything is sent
+        producer = Producer(producer_settings(config, **{"linger.ms": 1}))
+        started = time.perf_counter()
+        for n, (key, value) in enumerate(records):
+            due = started + n / rate
+            pause = due - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+            sent.setdefault(key.encode(), time.time())
+            producer.produce(topics.RAW, value, key)
+            producer.poll(0)
+        producer.flush(60)
+        offered = len(records) / (time.perf_counter() - started)
+        drain(probe, time.perf_counter(), FUSED)
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        thread.join()
+        reader.close()
     if not received:
         raise RuntimeError("no alert arrived during the latency run")
     cuts = statistics.quantiles(received, n=100)
