@@ -163,6 +163,10 @@ def test_the_alerts_the_operators_asked_for_exist() -> None:
     assert "threatroute_stage_records_invalid_total" in joined              # dead letters
     assert "threatroute:alerts_open" in joined                              # not acknowledging
     assert "threatroute:feed_false_positive:ratio" in joined                # feed quality
+    assert "threatroute_feed_trust_factor" in joined                        # feed trust
+    assert "threatroute_match_corrections_total" in joined                  # not_ours claims
+    assert "threatroute_match_escalated_total" in joined                    # nobody acts
+    assert 'threatroute_match_screened_total{reason="suppressed"}' in joined  # suppression
 
 
 @pytest.mark.parametrize(("expr", "signal", "op", "threshold"), [
