@@ -29,7 +29,7 @@ META = "world.json"
 ANSWERED = "answered.json"
 # the story's times: seconds, so the demo shows an escalation within a minute or two
 ACKNOWLEDGE_SECONDS = 30.0
-RENOTIFY_SECONDS = 60.0
+RENOTIFY_SECONDS = 40.0
 TICK_SECONDS = 2.0
 
 

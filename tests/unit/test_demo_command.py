@@ -23,7 +23,7 @@ def test_world_files_and_a_config_with_short_times(tmp_path, capsys):
     assert config.rules.escalation.deadline("c2-server") == timedelta(seconds=36)
     assert config.rules.escalation.deadline("phishing") is None
     assert config.rules.escalation_tick == timedelta(seconds=2)
-    assert config.renotify_hours == 60 / 3600
+    assert config.renotify_hours == 40 / 3600
     assert len(config.rules.suppression_list()) == 1
     assert config.ipasn == tmp_path / "data" / "ipasn.dat" and config.ipasn.is_file()
     # everything else as packaged
