@@ -97,10 +97,11 @@ sleep "$story_wait"
 step "the noisy phishing feed after hoster-07's false positives (threatroute explain --trust)"
 grep -m1 phish-noisy "$world/round-2.jsonl" | tw explain --trust --registry "$world/registry.yaml" \
   | grep -E '^line|screen|reaches|blocked' | grep -v 'cert-gb\|upstream-isp' || true
-step "what the pipeline did, in its own metrics (http://127.0.0.1:9464/metrics)"
-python3 - <<'PY' || true
-import urllib.request
-text = urllib.request.urlopen("http://127.0.0.1:9464/metrics", timeout=5).read().decode()
+metrics_url="http://127.0.0.1:${THREATROUTE_METRICS_PORT:-9464}/metrics"
+step "what the pipeline did, in its own metrics ($metrics_url)"
+METRICS_URL=$metrics_url python3 - <<'PY' || true
+import os, urllib.request
+text = urllib.request.urlopen(os.environ["METRICS_URL"], timeout=5).read().decode()
 for line in text.splitlines():
     if line.startswith(("threatroute_match_", "threatroute_feed_trust")) and not line.endswith(" 0.0"):
         print(" ", line)
