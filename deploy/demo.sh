@@ -69,6 +69,7 @@ $tr demo world --out "$world"
 tw recipients import "$world/registry.yaml" | grep -v '^written\|^created\|^provisioned' || true
 tw run all >"$world/run.log" 2>&1 & story=$!
 trap 'kill -TERM "$story" 2>/dev/null || true' EXIT
+story_start=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 step "round one: C2s, a sinkhole's bots (each seen on five source ports), phishing URLs, scanners"
 tw ingest jsonl "$world/round-1.jsonl"
 sleep "$story_wait"
@@ -111,11 +112,11 @@ cid=$(tw corrections list --json | python3 -c 'import json,sys; print(json.loads
 tw corrections accept "$cid"
 kill -TERM "$story"; wait "$story" || true; trap - EXIT
 step "per recipient: alerts, answered, remediated, time to remediate, escalated, reduction"
-tw report --since "$since"
+tw report --from "$story_start" --since "$since"
 cat <<EOF
 
 How to look further:
-  $tr report --since TIME          this table, for any moment (--json for a script)
+  $tr report --since TIME          this table, for any moment (--from, --json)
   $tr tail RECIPIENT               what one recipient received (reroutes, escalations marked)
   $tr corrections list --all       not_ours claims and what the operator decided
   $tr explain --trust < FILE       why an indicator goes where it goes, with learned feed trust

@@ -38,6 +38,9 @@ def run(args: argparse.Namespace, config: Config) -> int:
     since = datetime.fromisoformat(fields.timestamp(args.since)) if args.since else \
         datetime.now(UTC) - timedelta(days=config.active_days)
     ledger = [v for v in read_latest(config, topics.LEDGER).values() if isinstance(v, dict)]
+    if args.sent_from:  # only alerts sent since then (canonical UTC strings compare in order)
+        start = fields.timestamp(args.sent_from)
+        ledger = [a for a in ledger if str(a.get("sent_at") or a.get("first_seen", "")) >= start]
     if args.recipients:
         wanted = set(args.recipients.split(","))
         ledger = [a for a in ledger if a.get("recipient") in wanted]
@@ -63,5 +66,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--since", metavar="TIME",
                         help="ISO 8601 moment splitting before / after (default: [metrics] "
                              "active_days ago)")
+    parser.add_argument("--from", dest="sent_from", metavar="TIME",
+                        help="only alerts sent since this ISO 8601 moment")
     parser.add_argument("--recipients", metavar="ID,...", help="only these recipients")
     parser.add_argument("--json", action="store_true", help="one JSON object per recipient")
