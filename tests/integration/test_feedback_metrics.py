@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from datetime import UTC, datetime
 
 import pytest
 import yaml
@@ -203,7 +204,11 @@ def test_feedback_becomes_exact_metrics_and_every_panel_has_data(
         remediated = a[0]
         since_topic = end_offsets(bootstrap, f"alerts.fa-{run}")
         again = tmp_path / "again.jsonl"
-        again.write_text(json.dumps(remediated["indicator"]) + "\n")
+        # a new sighting: recurrence is judged on when the indicator was seen (time.source),
+        # so the record says it was seen now, after the remediation
+        seen_again = {**remediated["indicator"],
+                      "time": {"source": datetime.now(UTC).replace(microsecond=0).isoformat()}}
+        again.write_text(json.dumps(seen_again) + "\n")
         deadline = time.monotonic() + 60
         recurrences = []
         while not recurrences and time.monotonic() < deadline:
