@@ -147,8 +147,8 @@ class FeedbackRouting:
             return out
         record = dict(screened.record)
         not_owners = self.not_owners(partition, key)
-        if not_owners:
-            out.counts["not_ours"] += len(not_owners)  # routed around them: withheld
+        if not_owners:  # routed around them: withheld (departed recipients aside)
+            out.counts["not_ours"] += sum(rid in index.policies for rid in not_owners)
         matches = index.match(record, not_owners)
         # dedup and recurrence go by when the indicator was seen, not when we got to it
         sighting = sighting_time(record, now)

@@ -207,6 +207,16 @@ def apply_feedback(feedback: Any, facts: AlertFacts | None, current: AlertStatus
 
 
 
+def match_report(status: AlertStatus, facts: AlertFacts | None, first: bool) -> dict[str, Any]:
+    """An accepted status as the match stage acts on it (`match.feedback`, keyed by indicator
+    key, so it reaches the partition holding the indicator's routing state). `first`: the
+    alert's first report (it counts once as answered in the feed's trust)."""
+    return {"alert_id": status.alert_id, "recipient": status.recipient,
+            "indicator_key": status.indicator_key, "status": status.status,
+            "at": status.updated_at, "note": status.note,
+            "feed": facts.feed if facts is not None else None, "first": first}
+
+
 def judge_report(sender: str, feedback: Any, facts: AlertFacts | None,
                  current: AlertStatus | None, now: datetime) -> AlertStatus:
     """Judge a report that arrived on `feedback.<sender>`: who sent it is the topic's

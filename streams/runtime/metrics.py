@@ -12,7 +12,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 
 from confluent_kafka import Consumer, TopicPartition
@@ -30,6 +30,9 @@ from prometheus_client.registry import Collector
 from threatroute.outcomes import Snapshot
 
 log = logging.getLogger(__name__)
+SCREENED = ("suppressed", "offline", "expired")  # matchers/screen.py DROP_KINDS
+WITHHELD = ("muted", "not_ours", "quiet")  # matchers/verdicts.py gates
+ESCALATED = ("upstream", "cert")  # matchers/escalation.py LEVELS
 LATENCY_SAMPLE = 100  # record latencies observed per batch
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
@@ -143,12 +146,57 @@ class Metrics:
         self.gateway_contributions = Counter("threatroute_gateway_contributions",
                                              "Records written to contributions.<id>",
                                              ["recipient"], registry=r)
+        # feedback that acts (the match stage): reason labels made up front, so every series
+        # exists, at 0, from the first scrape
+        self.screened = Counter("threatroute_match_screened",
+                                "Indicators not routed at all: on the operator's suppression "
+                                "list, marked offline by the feed, or expired", ["reason"],
+                                registry=r)
+        self.withheld = Counter("threatroute_match_withheld",
+                                "Sightings not sent to one recipient because of its feedback: "
+                                "muted (false positive), not_ours, quiet (remediated or "
+                                "wont_fix: no re-notification)", ["reason"], registry=r)
+        self.rerouted = Counter("threatroute_match_rerouted",
+                                "Alerts sent to the next owner after a not_ours", registry=r)
+        self.escalated = Counter("threatroute_match_escalated",
+                                 "Escalation alerts sent, to the upstream or the CERT",
+                                 ["kind"], registry=r)
+        self.corrections = Counter("threatroute_match_corrections",
+                                   "Ownership corrections recorded for the operator", registry=r)
+        self.feed_trust = Gauge("threatroute_feed_trust_factor",
+                                "Factor a feed's accuracy is routed with, learned from feedback",
+                                ["feed"], registry=r)
+        for reason in SCREENED:
+            self.screened.labels(reason)
+        for reason in WITHHELD:
+            self.withheld.labels(reason)
+        for kind in ESCALATED:
+            self.escalated.labels(kind)
         self._stages: dict[str, StageMetrics] = {}
 
     def stage(self, name: str) -> StageMetrics:
         if name not in self._stages:
             self._stages[name] = StageMetrics(self, name)
         return self._stages[name]
+
+    def feedback_rules(self, counts: Mapping[str, int], trust: Mapping[str, float]) -> None:
+        """What the feedback rules did in one committed batch (`counts`: event -> number, as
+        the match stage counts them) and every feed's current trust factor."""
+        for reason in SCREENED:
+            if counts.get(reason):
+                self.screened.labels(reason).inc(counts[reason])
+        for reason in WITHHELD:
+            if counts.get(reason):
+                self.withheld.labels(reason).inc(counts[reason])
+        for kind in ESCALATED:
+            if counts.get(f"escalated_{kind}"):
+                self.escalated.labels(kind).inc(counts[f"escalated_{kind}"])
+        if counts.get("rerouted"):
+            self.rerouted.inc(counts["rerouted"])
+        if counts.get("corrections"):
+            self.corrections.inc(counts["corrections"])
+        for feed, factor in trust.items():
+            self.feed_trust.labels(feed).set(factor)
 
     def add_outcomes(self, snapshot: Callable[[], Snapshot | None]) -> None:
         self.registry.register(OutcomesCollector(snapshot))

@@ -40,7 +40,7 @@ ENRICHMENT = ("asn", "geo", "hoster")
 
 def build(config: Config, name: str, metrics: Metrics) -> Stage:
     if name == "match":
-        return MatchStage(config)
+        return MatchStage(config, metrics)
     if name == "feedback":
         return FeedbackStage(config, metrics, window=config.baseline_window())
     return STAGES[name](config)

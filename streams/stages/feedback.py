@@ -1,6 +1,9 @@
 """The feedback stage: check each recipient's status report against the alert ledger, keep
 the current status per alert, and export outcome metrics from those tables.
 
+Every accepted report also goes to `match.feedback` (keyed by indicator key) for the match
+stage to act on: verdicts, reroute, escalation, feed trust.
+
 `feedback`, `alerts.ledger` and `alerts.status` are all keyed by alert id and have the same
 partition count, so the worker that owns partition p of `feedback` holds partition p of the
 ledger and of the status table (streams/runtime/tables.py) and has everything it needs to
@@ -25,6 +28,7 @@ from threatroute.outcomes import (
     Snapshot,
     alert_facts,
     judge_feedback,
+    match_report,
     summarise,
 )
 from threatroute.streams.config import Config
@@ -106,8 +110,12 @@ class FeedbackStage(BaseStage):
         except InvalidRecord as exc:
             step.refuse(item.raw, exc.reason, exc.field, origin=item)
             return
+        first = self.statuses.get(partition, status.alert_id) is None
         self.statuses.put(partition, status.alert_id, status, counted=True)
         step.count("accepted")
+        step.send(Output(topics.MATCH_FEEDBACK, status.indicator_key,
+                         match_report(status, self.ledger.get(partition, status.alert_id),
+                                      first), counted=False))
 
     def changes(self) -> list[Output]:
         return self.tables.changes()
