@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from threatroute import topics
@@ -36,6 +36,7 @@ from threatroute.matchers.escalation import (
     escalate,
     escalation_alert,
     finished,
+    open_for,
 )
 from threatroute.matchers.formats import alert_record
 from threatroute.matchers.hygiene import sighting_time
@@ -48,6 +49,9 @@ from threatroute.matchers.trust import FeedCounts, FeedTrust
 from threatroute.matchers.verdicts import Gate, Judgement, Verdict, judge, merge, obsolete
 
 VERDICTS, WATCH, TRUST = topics.MATCH_VERDICTS, topics.MATCH_WATCH, topics.MATCH_TRUST
+# an owner alert that can never escalate is watched only this long, for a reroute at once after
+# a not_ours; later, a not_ours still routes the next sighting to the next owner
+REROUTE_WATCH = timedelta(days=7)
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +275,15 @@ class FeedbackRouting:
         policy = self.rules.escalation
         for partition, watched in self.watched.items():
             for alert_id, item in list(watched.items()):
+                if policy.deadline(item.classification) is None:
+                    if open_for(item, now) > REROUTE_WATCH:
+                        del watched[alert_id]
+                        out.append(Emit(WATCH, alert_id, None, partition))
+                    continue
+                if item.recipient not in index.policies:
+                    # its owner left the registry (or the registry is not read yet): nobody
+                    # is waited for; kept, in case it comes back, until closed or aged out
+                    continue
                 step = escalate(item, now, policy, index.subscribers,
                                 _tlp_allows(index, item))
                 if step is None:

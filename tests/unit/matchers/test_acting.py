@@ -230,3 +230,26 @@ recipients:
     sent = next(e.value for e in routed.emits if e.alert)
     assert sent["indicator"]["feed"]["accuracy"] == round(70 * (1 - 1 / 45), 2)
     assert sent["indicator"]["extra"]["trust"]["feed_accuracy"] == 70
+
+
+def test_an_alert_of_a_recipient_no_longer_registered_is_not_escalated():
+    acting, _ = setup()
+    gone = MatchIndex.build(load_registry("""
+recipients:
+  - {id: upstream, name: U, subscribe: {asns: [64611]}, tlp_clearance: amber}
+"""))
+    assert acting.tick(T0 + timedelta(hours=3), gone) == []
+    assert [e.topic for e in acting.tick(T0 + timedelta(hours=1), INDEX) if e.alert] == \
+        [topics.alerts_topic("upstream")]
+
+
+def test_an_alert_that_cannot_escalate_is_watched_for_a_week_for_a_reroute_then_dropped():
+    acting = FeedbackRouting(RoutingRules())  # no acknowledgement times: nothing escalates
+    acting.restore(0, {}, {}, {})
+    state = AlertState("A" * 22, "reseller", KEY, T0.isoformat(), T0.isoformat(),
+                       T0.isoformat(), 1)
+    acting.watch(0, state, RECORD, T0)
+    assert acting.tick(T0 + timedelta(days=6), INDEX) == [] and acting.watched[0]
+    out = acting.tick(T0 + timedelta(days=8), INDEX)
+    assert [(e.topic, e.key, e.value) for e in out] == [(topics.MATCH_WATCH, "A" * 22, None)]
+    assert not acting.watched[0]
