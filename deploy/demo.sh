@@ -88,8 +88,8 @@ step "hoster-11 acknowledges what it was passed"
 tw demo answer --out "$world"
 step "hoster-23 never answers: its C2 goes to the upstream after 30s, to the CERT after 60s"
 sleep $((65 - 2 * story_wait > 5 ? 65 - 2 * story_wait : 5))
-echo "upstream-isp:"; tw tail upstream-isp 2>/dev/null | cut -c1-200
-echo "cert-gb:";      tw tail cert-gb 2>/dev/null | cut -c1-200
+echo "upstream-isp:"; tw tail upstream-isp 2>/dev/null | grep escalation | cut -c1-220 || true
+echo "cert-gb:";      tw tail cert-gb 2>/dev/null | grep escalation | cut -c1-220 || true
 since=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 step "round two, the next sightings: most C2s offline, two came back, the noisy feed again"
 tw demo round-two --out "$world"

@@ -179,7 +179,7 @@ def _networks() -> list[DemoNetwork]:
 
 
 def _round_one(world: World, at: datetime) -> list[dict[str, Any]]:
-    seen = at - timedelta(hours=1)
+    seen = at - timedelta(minutes=5)  # what the feeds saw just before they were fetched
     c2 = world._c2
     out = [c2(i, seen) for i in range(1, HOSTERS + 1)]
     # dead or expired entries: not alerted, counted

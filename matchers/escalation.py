@@ -145,7 +145,8 @@ def escalation_alert(watched: Watched, level: int, recipient: str, alert_id: str
     kind = LEVELS[level - 1]
     state = "answered wont_fix" if watched.status == "wont_fix" else "did not acknowledge"
     why = (f"escalation ({kind}): {watched.recipient} {state} a {watched.classification} alert "
-           f"open for {hours:.1f}h (acknowledge within {deadline.total_seconds() / 3600:g}h)")
+           f"open for {_span(hours * 3600)} (acknowledge within "
+           f"{_span(deadline.total_seconds(), exact=True)})")
     via = (f"subscribed asn {watched.asn}" if kind == "upstream"
            else f"subscribed country {watched.country}")
     stamp = now.replace(microsecond=0).isoformat()
@@ -170,6 +171,14 @@ def escalation_alert(watched: Watched, level: int, recipient: str, alert_id: str
             "owner_status": watched.status,
         },
     }
+
+
+def _span(seconds: float, exact: bool = False) -> str:
+    """A duration for people: hours (as the policy states them: `exact`), minutes or seconds
+    when short (a test's or a demo's times)."""
+    if seconds >= 3600:
+        return f"{seconds / 3600:g}h" if exact else f"{seconds / 3600:.1f}h"
+    return f"{seconds / 60:.0f}m" if seconds >= 120 else f"{seconds:.0f}s"
 
 
 __all__ = ["LEVELS", "Escalation", "EscalationPolicy", "Watched", "due", "escalate",

@@ -133,7 +133,8 @@ def answer_all(args: argparse.Namespace, config: Config) -> int:
                 continue
             statuses = answer(w, rid, alert)
             if not statuses:
-                unanswered[rid] += 1
+                if w.role(rid) == "silent":
+                    unanswered[rid] += 1
                 continue
             done.add(alert["alert_id"])
             for status in statuses:
@@ -148,7 +149,7 @@ def answer_all(args: argparse.Namespace, config: Config) -> int:
     for (role, status), n in sorted(told.items()):
         print(f"  {n:4d} x {status:15} ({role})")
     for rid, n in sorted(unanswered.items()):
-        print(f"  {n:4d} alerts of {rid} left unanswered ({w.role(rid) or 'not an owner'})")
+        print(f"  {n:4d} alerts of {rid} left unanswered (it never answers)")
     if not told:
         print("  nothing new to answer")
     return DONE

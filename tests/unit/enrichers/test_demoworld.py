@@ -38,7 +38,7 @@ def test_every_indicator_is_valid_and_the_sinkhole_rows_are_one_indicator_per_ho
                 and r["source"]["ip"] == "198.18.3.50"]  # wont_fix: seen in both rounds
     assert len(sinkhole) == 10 and len({indicator_key(r) for r in sinkhole}) == 1
     assert {r["time"]["source"] for r in sinkhole} == {
-        (NOW - timedelta(hours=1)).isoformat(), (NOW + timedelta(hours=3)).isoformat()}
+        (NOW - timedelta(minutes=5)).isoformat(), (NOW + timedelta(hours=3)).isoformat()}
 
 
 def test_simulated_answers_follow_the_roles():

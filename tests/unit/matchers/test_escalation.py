@@ -83,6 +83,7 @@ def test_the_escalation_alert_names_the_original_recipient_and_how_long_it_is_op
                                    "open_since": T0.isoformat(), "open_hours": 30.0,
                                    "owner_status": "wont_fix"}
     assert "open for 30.0h" in alert["reasons"][0] and "examplehost" in alert["reasons"][0]
+    assert "(acknowledge within 24h)" in alert["reasons"][0]
     assert alert["alert_id"] != w.alert_id and w.alert_id not in str(alert)
 
 
