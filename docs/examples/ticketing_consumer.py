@@ -1,20 +1,31 @@
-"""A recipient's side of threatroute, in about fifty lines: read your alert topic, open or
+"""A recipient's side of threatroute, in about sixty lines: read your alert topic, open or
 update a ticket per alert, and acknowledge it. Adapt `open_ticket` to your ticketing system.
 
-    THREATROUTE_BOOTSTRAP=broker:9092 python ticketing_consumer.py examplehost
+    python ticketing_consumer.py examplehost.properties
 
-Run it with your own consumer group: offsets are committed only after the ticket exists, so a
-crash re-delivers the alert instead of losing it (make `open_ticket` idempotent on alert_id).
+The properties file is the one `threatroute recipients provision` gave you (the same file
+`kcat -F` takes): bootstrap, TLS, your SCRAM user and password. The broker lets you read
+`alerts.<you>`, use consumer groups named `<you>.*`, and write `feedback.<you>` (who sent a
+report is known from that topic) and `contributions.<you>`; nothing else. Against a plaintext
+broker (local use), a file with just `bootstrap.servers=...` and `sasl.username=<you>` works.
+
+Offsets are committed only after the ticket exists, so a crash re-delivers the alert instead
+of losing it (make `open_ticket` idempotent on alert_id).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from datetime import UTC, datetime
 
 from confluent_kafka import Consumer, Producer
+
+
+def read_properties(path: str) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in open(path).read().splitlines()
+             if "=" in line and not line.lstrip().startswith("#"))
+    return {key.strip(): value.strip() for key, value in pairs}
 
 
 def open_ticket(alert: dict) -> None:
@@ -24,12 +35,13 @@ def open_ticket(alert: dict) -> None:
           f"seen {alert['count']}x, {'; '.join(alert['reasons'])}")
 
 
-def main(recipient: str) -> None:
-    bootstrap = os.environ.get("THREATROUTE_BOOTSTRAP", "127.0.0.1:9092")
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{recipient}-tickets",
-                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
-    producer = Producer({"bootstrap.servers": bootstrap})
-    consumer.subscribe([f"alerts.{recipient}"])
+def main(properties: str) -> None:
+    settings = read_properties(properties)
+    me = settings["sasl.username"]
+    consumer = Consumer({**settings, "group.id": f"{me}.tickets", "enable.auto.commit": False,
+                         "auto.offset.reset": "earliest"})
+    producer = Producer(settings)
+    consumer.subscribe([f"alerts.{me}"])
     try:
         while True:
             message = consumer.poll(1.0)
@@ -38,11 +50,11 @@ def main(recipient: str) -> None:
             alert = json.loads(message.value())
             open_ticket(alert)
             if alert["notification"] in ("new", "recurrence"):
-                feedback = {"alert_id": alert["alert_id"], "recipient": recipient,
-                            "status": "acknowledged",
+                feedback = {"alert_id": alert["alert_id"], "status": "acknowledged",
                             "time": datetime.now(UTC).replace(microsecond=0).isoformat()}
                 # key = alert id: the feedback stage finds the alert on the same partition
-                producer.produce("feedback", json.dumps(feedback).encode(), alert["alert_id"])
+                producer.produce(f"feedback.{me}", json.dumps(feedback).encode(),
+                                 alert["alert_id"])
                 producer.flush(10)
             consumer.commit(message, asynchronous=False)
     except KeyboardInterrupt:
