@@ -159,6 +159,8 @@ class Config:
     broker_tls_keystore: Path | None = None
     broker_tls_key_password_file: Path | None = None
     recipient_topics: tuple[TopicSpec, ...] = ()  # templates named "alerts.*", ...
+    contributions_per_minute: float = 600.0  # per contributing recipient ([contributions])
+    contributions_burst: float = 1000.0
     gateway: GatewaySettings = GatewaySettings()
     delivery: DeliverySettings = DeliverySettings()
     rules: RoutingRules = field(default_factory=RoutingRules)  # [feedback] [trust] [hygiene] ...
@@ -340,6 +342,8 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
         broker_tls_ca=_path(broker.get("tls_ca"), base),
         broker_tls_keystore=_path(broker.get("tls_keystore"), base),
         broker_tls_key_password_file=_path(broker.get("tls_key_password_file"), base),
+        contributions_per_minute=float(raw.get("contributions", {}).get("per_minute", 600)),
+        contributions_burst=float(raw.get("contributions", {}).get("burst", 1000)),
         gateway=_gateway(raw.get("gateway", {})),
         delivery=_delivery(raw.get("delivery", {}), raw.get("smtp", {})),
         # the suppression list is found beside the configuration file that names it

@@ -123,6 +123,11 @@ class Metrics:
         self.feedback_records = Counter("threatroute_feedback_records",
                                         "Feedback records accepted or invalid", ["outcome"],
                                         registry=r)
+        # per contributing recipient: accepted (indicators to indicators.raw), invalid,
+        # forbidden (ownership/routing fields) and rate_limited (messages dead-lettered)
+        self.contributions = Counter("threatroute_contributions",
+                                     "Contributions judged, per recipient and outcome",
+                                     ["recipient", "outcome"], registry=r)
         # delivery paths: taxii, api and page (the gateway), webhook and email (push)
         self.delivery_sent = Counter("threatroute_delivery_sent",
                                      "Alerts delivered (push) or served (gateway), per path",
