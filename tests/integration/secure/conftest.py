@@ -42,8 +42,10 @@ class SecureBroker:
     outputs: list[bytes] = field(default_factory=list)     # everything the CLI printed
 
     def run(self, *args: str, check: bool = True, input: bytes | None = None,
-            timeout: float = 300) -> subprocess.CompletedProcess[bytes]:
-        result = threatroute(*args, env=self.env, check=check, input=input, timeout=timeout)
+            timeout: float = 300, env: dict[str, str] | None = None
+            ) -> subprocess.CompletedProcess[bytes]:
+        result = threatroute(*args, env=env or self.env, check=check, input=input,
+                             timeout=timeout)
         self.outputs += [result.stdout, result.stderr]
         return result
 
