@@ -4,7 +4,9 @@ A recipient writes to its own `contributions.<id>` topic (the broker's ACLs see 
 message per contribution: a JSON object in the ingest shape (the `jsonl` format's records), or
 a STIX 2.1 bundle (the `stix` format). `judge_contribution` is the whole decision, pure:
 
-- each item is parsed and normalised by the same feed parsers `threatroute ingest` uses;
+- each item is parsed and normalised by the same feed parsers `threatroute ingest` uses, and
+  so admitted through the record contract (threatroute/contract.py), checked again once the
+  provenance stamps are added;
 - a contribution carrying ownership or routing fields (`extra.owner`, the pipeline's own
   `extra` stamps, alert-level keys such as `recipient`) is refused whole: who owns an
   indicator and who receives it is decided by the pipeline, never by the sender;
@@ -29,6 +31,7 @@ from typing import Any
 import orjson
 
 from threatroute import topics
+from threatroute.contract import violation
 from threatroute.feeds import get_format
 from threatroute.feeds.base import Accepted, Rejected, parse_report
 
@@ -119,6 +122,10 @@ def stamp(record: dict[str, Any], contributor: str) -> dict[str, Any]:
     return {**record, "feed": feed, "extra": extra}
 
 
+def where_of(fmt: str, number: int) -> str:
+    return f"item {number}: " if fmt == "stix" and number else ""
+
+
 def judge_contribution(contributor: str, raw: bytes, bucket: Bucket | None, now: float,
                        limit: RateLimit = RateLimit()) -> Judgement:
     """Judge one message from `contributions.<contributor>`; `bucket` is what the previous
@@ -133,8 +140,8 @@ def judge_contribution(contributor: str, raw: bytes, bucket: Bucket | None, now:
     refused: list[Refusal] = []
     for outcome in outcomes:
         if isinstance(outcome, Rejected):
-            where = f"item {outcome.number}: " if fmt == "stix" and outcome.number else ""
-            refused.append(Refusal(outcome.raw or raw, where + outcome.reason, INVALID,
+            refused.append(Refusal(outcome.raw or raw,
+                                   where_of(fmt, outcome.number) + outcome.reason, INVALID,
                                    outcome.field))
         elif isinstance(outcome, Accepted):
             field = _forbidden(outcome.record)
@@ -143,7 +150,13 @@ def judge_contribution(contributor: str, raw: bytes, bucket: Bucket | None, now:
                 reason = (f"a contributor cannot set {field}: ownership and routing are "
                           "decided by the pipeline")
                 return Judgement([], [Refusal(raw, reason, FORBIDDEN, field)], bucket)
-            accepted.append(Contribution(outcome.key, stamp(outcome.record, contributor)))
+            stamped = stamp(outcome.record, contributor)
+            broken = violation(stamped)  # the record contract, again with the stamps added
+            if broken is not None:
+                refused.append(Refusal(raw, f"{where_of(fmt, outcome.number)}{broken[1]}",
+                                       INVALID, broken[0]))
+                continue
+            accepted.append(Contribution(outcome.key, stamped))
     if not accepted and not refused:
         refused.append(Refusal(raw, "no indicator in the contribution (a STIX bundle needs "
                                     "indicator objects with supported patterns)", INVALID))

@@ -20,7 +20,7 @@ MATCH_VERDICTS = "match.verdicts"       # changelog: latest report per recipient
 MATCH_WATCH = "match.watch"             # changelog: owner alerts watched for escalation
 MATCH_TRUST = "match.trust"             # per partition feedback counts per feed (read whole)
 CORRECTIONS = "corrections"             # not_ours claims for the operator (compacted)
-FEEDBACK = "feedback"                   # the shared feedback topic (plaintext mode)
+FEEDBACK = "feedback"                   # reports, judged per alerts.ledger partition (below)
 FEEDBACK_INVALID = "feedback.invalid"   # dead letters of the feedback stage
 RECIPIENTS = "recipients"               # the compacted registry
 GATEWAY_TOKENS = "gateway.tokens"       # compacted: recipient id -> hash of its gateway token
@@ -30,6 +30,13 @@ DELIVERY_FAILED = "delivery.failed"     # dead letters of push delivery (webhook
 ALERTS_PREFIX = "alerts."
 FEEDBACK_PREFIX = "feedback."
 CONTRIBUTIONS_PREFIX = "contributions."
+# pattern subscriptions (librdkafka regex) to every recipient's topic of a kind; a pipeline
+# topic the pattern also matches (feedback.invalid) is told apart with `recipient_of`.
+# A report on feedback.<id> is moved to `feedback` (on its alert's partition) with the sender
+# the topic named in SENDER_HEADER: only the pipeline can write `feedback` on a secure broker
+FEEDBACK_PATTERN = r"^feedback\..+"
+CONTRIBUTIONS_PATTERN = r"^contributions\..+"
+SENDER_HEADER = "threatroute-sender"
 
 # topics of the pipeline whose names start with a per-recipient prefix but are not a recipient's
 _NOT_RECIPIENT = {LEDGER, STATUS, FEEDBACK_INVALID}

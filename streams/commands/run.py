@@ -9,7 +9,8 @@ from threatroute.streams.commands.base import DONE, command, data_options
 from threatroute.streams.config import Config
 
 # every stage, in pipeline order (`run all`); kept here so `--help` needs no Kafka import
-CHAIN = ("asn", "geo", "hoster", "match", "feedback")
+# (contributions: what recipients share back on contributions.<id>, onto indicators.raw)
+CHAIN = ("contributions", "asn", "geo", "hoster", "match", "feedback")
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
@@ -33,7 +34,8 @@ def run(args: argparse.Namespace, config: Config) -> int:
 def register(subparsers: Any) -> None:
     # no broker check first: a long-running stage waits for the broker and reports it
     parser = command(subparsers, "run", handler=run,
-                     help="run pipeline stages (asn, geo, hoster, match, feedback) or all")
+                     help="run pipeline stages (contributions, asn, geo, hoster, match, "
+                          "feedback) or all")
     parser.add_argument("stage", choices=[*CHAIN, "all"])
     parser.add_argument("--batch-size", type=int, default=2000)
     parser.add_argument("--metrics-port", type=int,

@@ -13,12 +13,11 @@ from typing import Any, TextIO
 from threatroute import fields, topics
 from threatroute.errors import ConfigError, InvalidRecord
 from threatroute.outcomes import STATUSES
+from threatroute.registry import ID_PATTERN
 from threatroute.streams.commands.base import DONE, command
 from threatroute.streams.config import Config
 from threatroute.streams.kafka.clients import AckedProducer, encode
 from threatroute.streams.kafka.replay import partitions_of, replay_consumer, until_end
-
-FEEDBACK_TOPIC = topics.FEEDBACK
 
 
 def alerts(config: Config, recipient: str, *, follow: bool, group: str | None,
@@ -81,7 +80,10 @@ def feedback_record(alert_id: str, recipient: str, status: str, note: str | None
 
 def send_feedback(config: Config, record: dict) -> None:
     producer = AckedProducer(config)
-    producer.send(FEEDBACK_TOPIC, encode(record), record["alert_id"])
+    # secure: the recipient's own topic, where the feedback stage knows the sender from the
+    # topic; plaintext (no such topics, no authentication): the shared one
+    topic = topics.feedback_topic(record["recipient"]) if config.secure else topics.FEEDBACK
+    producer.send(topic, encode(record), record["alert_id"])
     producer.flush()
 
 
@@ -95,6 +97,8 @@ def run_feedback(args: Any, config: Config) -> int:
     recipient = args.recipient or os.environ.get("THREATROUTE_RECIPIENT")
     if not recipient:
         raise ConfigError("say who you are: --recipient ID or THREATROUTE_RECIPIENT")
+    if not ID_PATTERN.fullmatch(recipient):
+        raise ConfigError(f"{recipient[:80]!r} is not a recipient id")
     send_feedback(config, feedback_record(args.alert_id, recipient, args.status, args.note))
     print(f"feedback {args.status} for {args.alert_id} sent")
     return DONE

@@ -95,7 +95,9 @@ def decode_batch(messages: list[Message], raw_input: bool = False,
             except (ValueError, UnicodeDecodeError) as exc:
                 reason = f"not JSON: {exc}"
         if reason is None:
-            inputs.append(Input(key, record, raw, topic, partition, offset, stamp))
+            headers = tuple((pair[0], _header_bytes(pair[1]))
+                            for pair in message.headers() or [])
+            inputs.append(Input(key, record, raw, topic, partition, offset, stamp, headers))
         else:
             refused.append(Refused(raw, reason[:300], None,
                                    Input(key, {}, raw, topic, partition, offset, stamp)))
@@ -214,3 +216,7 @@ def _is_error(message: Message) -> bool:
         raise KafkaException(error)
     log.warning("consumer: %s", error.str())
     return True
+
+
+def _header_bytes(value: str | bytes | None) -> bytes:
+    return value.encode() if isinstance(value, str) else value or b""

@@ -9,7 +9,7 @@ the loop needs (group, topics, commit strategy, dead-letter topic). The loop
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -59,6 +59,7 @@ class Input:
     partition: int = 0
     offset: int = 0
     timestamp_ms: int = 0  # the message's Kafka timestamp
+    headers: tuple[tuple[str, bytes], ...] = ()  # the message's headers (None values: b"")
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +127,7 @@ class BaseStage:
     check: RecordCheck | None = None  # the contract its inputs hold (None: any JSON object)
     batch_size: int | None = None  # the stage's own limit on records per batch
     instance: str | None = None  # pins an exactly-once stage's transactional id
+    consumer_extra: Mapping[str, Any] = {}  # librdkafka settings of the stage's own consumer
 
     def start(self) -> None:
         """Before the first poll (views it reads start here, not in __init__)."""

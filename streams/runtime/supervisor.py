@@ -30,6 +30,7 @@ from threatroute.streams.runtime.chain import FusedChain
 from threatroute.streams.runtime.loop import DeadLetters, StageStats, run_stage
 from threatroute.streams.runtime.metrics import Metrics
 from threatroute.streams.runtime.step import Stage
+from threatroute.streams.stages.contribute import ContributionsStage
 from threatroute.streams.stages.enrich import STAGES, EnrichStage
 from threatroute.streams.stages.feedback import FeedbackStage
 from threatroute.streams.stages.match import MatchStage
@@ -43,6 +44,8 @@ def build(config: Config, name: str, metrics: Metrics) -> Stage:
         return MatchStage(config, metrics)
     if name == "feedback":
         return FeedbackStage(config, metrics, window=config.baseline_window())
+    if name == "contributions":
+        return ContributionsStage(config, metrics)
     return STAGES[name](config)
 
 
@@ -70,6 +73,7 @@ def run_one(config: Config, stage: Stage, stop: threading.Event, metrics: Metric
         # an exactly-once stage reads committed records only (its inputs come from
         # transactions); the at-least-once stages read as they always did
         extra = {"isolation.level": "read_committed"} if stage.exactly_once else {}
+        extra.update(stage.consumer_extra)
         consumer = Consumer(consumer_settings(config, stage.group, **extra))
         commit = commit_strategy(config, stage)
         stage.start()

@@ -1,14 +1,23 @@
 """The feedback stage: check each recipient's status report against the alert ledger, keep
 the current status per alert, and export outcome metrics from those tables.
 
+On a secure broker each recipient posts to its own `feedback.<id>` (the ACLs let only it
+write there, and nobody but the pipeline writes `feedback`); the stage subscribes to all of
+them by pattern and moves each report, byte for byte, to the partition of `feedback` that
+holds its alert, with the sender the topic named in a header. Who sent a report is that
+topic, never what the record says: a report naming another recipient, or about an alert not
+sent to its sender, is dead-lettered and not counted, so an alert id read elsewhere is no
+capability. (In plaintext mode recipients post to `feedback` directly and a report speaks for
+the recipient it names: there is no authentication to say otherwise.)
+
 Every accepted report also goes to `match.feedback` (keyed by indicator key) for the match
 stage to act on: verdicts, reroute, escalation, feed trust.
 
 `feedback`, `alerts.ledger` and `alerts.status` are all keyed by alert id and have the same
 partition count, so the worker that owns partition p of `feedback` holds partition p of the
 ledger and of the status table (streams/runtime/tables.py) and has everything it needs to
-judge a report, locally: threatroute.outcomes.judge_feedback, a pure function. A feedback
-record a foreign client put on another partition is forwarded to the right one first.
+judge a report, locally: threatroute.outcomes.judge_feedback, a pure function. A report a
+foreign client put on another partition is forwarded to the right one first.
 
 Each batch is one transaction (status updates, dead letters, offsets): a replayed batch can
 never apply a status twice, and a duplicate report is rejected rather than double counted.
@@ -48,12 +57,30 @@ def partition_for(key: bytes, partitions: int) -> int:
     return zlib.crc32(key) % partitions
 
 
+def sender_of(topic: str) -> str | None:
+    """The recipient whose `feedback.<id>` topic this is; None for a pipeline topic the
+    subscription pattern also matches (feedback.invalid)."""
+    return topics.recipient_of(topic, topics.FEEDBACK_PREFIX)
+
+
+def stamped_sender(item: Input) -> str | None:
+    """The sender a report moved from `feedback.<id>` to `feedback` carries (None: a report
+    posted to `feedback` directly, which speaks for the recipient it names: plaintext mode)."""
+    for name, value in item.headers:
+        if name == topics.SENDER_HEADER:
+            return value.decode(errors="replace")
+    return None
+
+
 class FeedbackStage(BaseStage):
     name = "feedback"
     group = topics.group_id("feedback")
-    subscription = (topics.FEEDBACK,)
+    # the shared topic, co-partitioned with the ledger, and every recipient's own topic
+    subscription = (topics.FEEDBACK, topics.FEEDBACK_PATTERN)
     exactly_once = True
     dead_letter_topic = topics.FEEDBACK_INVALID
+    # a new recipient's topic joins the pattern subscription within this long
+    consumer_extra = {"topic.metadata.refresh.interval.ms": 30_000}
 
     def __init__(self, config: Config, metrics: Metrics, instance: str | None = None,
                  batch_size: int = 500, clock: Clock = utc_now,
@@ -96,17 +123,24 @@ class FeedbackStage(BaseStage):
 
     def judge(self, item: Input, step: Step) -> None:
         """Judge one report: accepted (a status change), invalid (a dead letter), forwarded."""
+        if item.topic != topics.FEEDBACK:
+            sender = sender_of(item.topic)
+            if sender is not None:  # not our own dead letters on feedback.invalid
+                self.move(item, sender, step)
+            return
         key, partition = item.key or b"", item.partition
         if key and partition_for(key, self.partitions) != partition:
             # judged when it comes round on its own partition
             step.send(Output(topics.FEEDBACK, key, item.raw,
-                             partition_for(key, self.partitions), counted=False))
+                             partition_for(key, self.partitions), item.headers or None,
+                             counted=False))
             step.count("forwarded")
             return
         try:
             status = judge_feedback(item.record, key.decode(errors="replace") or None,
                                     self.ledger.partition(partition),
-                                    self.statuses.partition(partition), step.now)
+                                    self.statuses.partition(partition), step.now,
+                                    sender=stamped_sender(item))
         except InvalidRecord as exc:
             step.refuse(item.raw, exc.reason, exc.field, origin=item)
             return
@@ -116,6 +150,16 @@ class FeedbackStage(BaseStage):
         step.send(Output(topics.MATCH_FEEDBACK, status.indicator_key,
                          match_report(status, self.ledger.get(partition, status.alert_id),
                                       first), counted=False))
+
+    def move(self, item: Input, sender: str, step: Step) -> None:
+        """A report on `feedback.<sender>` goes, unchanged, to the partition of `feedback` that
+        holds its alert, with the sender the topic names (whatever headers it came with)."""
+        alert_id = item.record.get("alert_id")
+        key = alert_id.encode() if isinstance(alert_id, str) else item.key
+        partition = partition_for(key, self.partitions) if key else 0
+        step.send(Output(topics.FEEDBACK, key, item.raw, partition,
+                         ((topics.SENDER_HEADER, sender.encode()),), counted=False))
+        step.count("forwarded")
 
     def changes(self) -> list[Output]:
         return self.tables.changes()

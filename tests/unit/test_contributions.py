@@ -95,3 +95,39 @@ def test_the_rate_limit_refuses_the_excess_and_refills_with_time() -> None:
                                 limit=limit)
     assert bundle.accepted == [] and [r.kind for r in bundle.refused] == [RATE_LIMITED]
     assert bundle.bucket.tokens == 1.0, "a refused message costs nothing"
+
+
+def test_the_stage_sends_refuses_and_counts_per_contributor() -> None:
+    """The stage only carries judge_contribution's decisions to a Step (no Kafka here)."""
+    from datetime import UTC, datetime, timedelta
+
+    from prometheus_client import CollectorRegistry
+
+    from threatroute.streams.config import load_config
+    from threatroute.streams.runtime.metrics import Metrics
+    from threatroute.streams.runtime.step import Input, Step
+    from threatroute.streams.stages.contribute import ContributionsStage
+
+    config = load_config().with_overrides(contributions_per_minute=60.0, contributions_burst=1.0)
+    metrics = Metrics(CollectorRegistry())
+    stage = ContributionsStage(config, metrics)
+    steer = _raw({**C2, "extra": {"owner": {"id": "hoster-b"}}})
+    inputs = [Input(None, {}, raw, "contributions.hoster-a", 0, n)
+              for n, raw in enumerate([_raw(C2), _raw(C2), steer, b"nope"])]
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    step = Step(start)
+    stage.process(inputs, step)
+    assert [(o.topic, o.value["extra"]["contributor"]["id"]) for o in step.outputs] == [
+        ("indicators.raw", "hoster-a")]
+    assert sorted(r.reason.split(":")[0] for r in step.refused) == [
+        "a contributor cannot set extra.owner", "not JSON", "rate limit"]
+    assert all(r.origin is not None and r.origin.topic == "contributions.hoster-a"
+               for r in step.refused)
+    stage.committed(step)
+    counted = {s.labels["outcome"]: s.value for m in metrics.registry.collect()
+               if m.name == "threatroute_contributions" for s in m.samples
+               if s.name.endswith("_total")}
+    assert counted == {"accepted": 1, "rate_limited": 1, "forbidden": 1, "invalid": 1}
+    later = Step(start + timedelta(seconds=2))
+    stage.process(inputs[:1], later)
+    assert len(later.outputs) == 1, "the bucket refilled with the stage's clock"
