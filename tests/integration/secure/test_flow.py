@@ -8,6 +8,7 @@ ownership fields, or over A's rate limit, are refused with a reason and counted.
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import subprocess
@@ -126,6 +127,13 @@ def pipeline(secure: SecureBroker, tmp_path_factory: pytest.TempPathFactory
         secure.outputs.append(log.read_bytes())
 
 
+def _original_alert_id(letter: dict) -> str | None:
+    try:
+        return json.loads(base64.b64decode(letter["original"])).get("alert_id")
+    except (ValueError, AttributeError):
+        return None
+
+
 def _indicator(ip: str, port: int, **more: Any) -> dict[str, Any]:
     return {"classification": {"type": "c2-server"}, "source": {"ip": ip, "port": port},
             "tlp": "AMBER", "feed": {"name": "flow-test"}, **more}
@@ -133,7 +141,7 @@ def _indicator(ip: str, port: int, **more: Any) -> dict[str, Any]:
 
 def _alert_for(pipeline: Pipeline, recipient: str, ip: str, port: int) -> dict:
     return await_record(pipeline.secure.settings(recipient), f"alerts.{recipient}",
-                        lambda a: a["indicator"]["source"].get("ip") == ip
+                        lambda a: (a.get("indicator") or {}).get("source", {}).get("ip") == ip
                         and a["indicator"]["source"].get("port") == port,
                         group=f"{recipient}.flow-{uuid.uuid4().hex[:8]}")
 
@@ -179,8 +187,7 @@ def test_forged_feedback_is_dead_lettered_and_not_counted(pipeline: Pipeline) ->
     # judged on `feedback`, where each report moved with the sender its topic named
     letters = [v for _, v in pipeline.pipeline_rows("feedback.invalid")
                if v.get("origin", {}).get("topic") in ("feedback", f"feedback.{A}")]
-    reasons = [v["reason"] for v in letters
-               if json.loads(__import__("base64").b64decode(v["original"]))["alert_id"]
+    reasons = [v["reason"] for v in letters if _original_alert_id(v)
                in (theirs["alert_id"], mine["alert_id"])]
     assert len(reasons) == len(forged)
     assert all(reason for reason in reasons)
@@ -210,12 +217,17 @@ def test_bad_contributions_are_refused_with_a_reason_and_counted(pipeline: Pipel
     for port in range(9001, 9001 + RATE["burst"] + 2):  # more than A's burst at once
         pipeline.send(A, f"contributions.{A}", json.dumps(
             _indicator("198.51.100.79", port)).encode())
-    await_until(lambda: count("rate_limited") > before["rate_limited"]
-                and count("forbidden") > before["forbidden"], what="refusals counted")
+    sent = RATE["burst"] + 2
+
+    def judged() -> float:
+        return sum(count(o) - before[o] for o in ("accepted", "rate_limited"))
+
+    await_until(lambda: judged() >= sent and count("forbidden") > before["forbidden"]
+                and count("invalid") > before["invalid"], what="every contribution counted")
     assert count("forbidden") == before["forbidden"] + 1
     assert count("invalid") == before["invalid"] + 1
-    assert count("accepted") - before["accepted"] + count("rate_limited") \
-        - before["rate_limited"] == RATE["burst"] + 2
+    assert judged() == sent
+    assert count("rate_limited") > before["rate_limited"]
     letters = [v for _, v in pipeline.pipeline_rows("indicators.invalid")
                if v.get("origin", {}).get("topic") == f"contributions.{A}"]
     reasons = " | ".join(v["reason"] for v in letters)
