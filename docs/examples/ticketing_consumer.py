@@ -7,7 +7,8 @@ The properties file is the one `threatroute recipients provision` gave you (the 
 `kcat -F` takes): bootstrap, TLS, your SCRAM user and password. The broker lets you read
 `alerts.<you>`, use consumer groups named `<you>.*`, and write `feedback.<you>` (who sent a
 report is known from that topic) and `contributions.<you>`; nothing else. Against a plaintext
-broker (local use), a file with just `bootstrap.servers=...` and `sasl.username=<you>` works.
+broker (local use), a file with just `bootstrap.servers=...` and `sasl.username=<you>` works:
+reports then go to the shared `feedback` topic (plaintext has no per-recipient topics).
 
 Offsets are committed only after the ticket exists, so a crash re-delivers the alert instead
 of losing it (make `open_ticket` idempotent on alert_id).
@@ -38,6 +39,10 @@ def open_ticket(alert: dict) -> None:
 def main(properties: str) -> None:
     settings = read_properties(properties)
     me = settings["sasl.username"]
+    secure = settings.get("security.protocol", "").upper() == "SASL_SSL"
+    if not secure:  # a plaintext file: librdkafka must not see the SASL user
+        settings.pop("sasl.username", None)
+    feedback_topic = f"feedback.{me}" if secure else "feedback"
     consumer = Consumer({**settings, "group.id": f"{me}.tickets", "enable.auto.commit": False,
                          "auto.offset.reset": "earliest"})
     producer = Producer(settings)
@@ -50,10 +55,11 @@ def main(properties: str) -> None:
             alert = json.loads(message.value())
             open_ticket(alert)
             if alert["notification"] in ("new", "recurrence"):
-                feedback = {"alert_id": alert["alert_id"], "status": "acknowledged",
+                feedback = {"alert_id": alert["alert_id"], "recipient": me,
+                            "status": "acknowledged",
                             "time": datetime.now(UTC).replace(microsecond=0).isoformat()}
                 # key = alert id: the feedback stage finds the alert on the same partition
-                producer.produce(f"feedback.{me}", json.dumps(feedback).encode(),
+                producer.produce(feedback_topic, json.dumps(feedback).encode(),
                                  alert["alert_id"])
                 producer.flush(10)
             consumer.commit(message, asynchronous=False)
