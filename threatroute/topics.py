@@ -30,11 +30,22 @@ DELIVERY_FAILED = "delivery.failed"     # dead letters of push delivery (webhook
 ALERTS_PREFIX = "alerts."
 FEEDBACK_PREFIX = "feedback."
 CONTRIBUTIONS_PREFIX = "contributions."
-# pattern subscriptions (librdkafka regex) to every recipient's topic of a kind; a pipeline
-# topic the pattern also matches (feedback.invalid) is told apart with `recipient_of`.
+
+
+def _every_but(prefix: str, word: str) -> str:
+    """A regex (POSIX ERE, no lookahead: what librdkafka's engine reads) matching `prefix`
+    followed by anything non-empty except exactly `word`."""
+    escaped = prefix.replace(".", "\\.")
+    differs = "|".join(f"{word[:i]}[^{word[i]}]" for i in range(len(word)))
+    shorter = "|".join(word[:i] for i in range(1, len(word)))
+    return f"^{escaped}((({differs}|{word}.).*)|{shorter})$"
+
+
+# pattern subscriptions (librdkafka regex) to every recipient's topic of a kind, leaving out
+# the pipeline's own topic of that prefix (feedback.invalid).
 # A report on feedback.<id> is moved to `feedback` (on its alert's partition) with the sender
 # the topic named in SENDER_HEADER: only the pipeline can write `feedback` on a secure broker
-FEEDBACK_PATTERN = r"^feedback\..+"
+FEEDBACK_PATTERN = _every_but("feedback.", "invalid")
 CONTRIBUTIONS_PATTERN = r"^contributions\..+"
 SENDER_HEADER = "threatroute-sender"
 

@@ -79,8 +79,14 @@ class FeedbackStage(BaseStage):
     subscription = (topics.FEEDBACK, topics.FEEDBACK_PATTERN)
     exactly_once = True
     dead_letter_topic = topics.FEEDBACK_INVALID
-    # a new recipient's topic joins the pattern subscription within this long
-    consumer_extra = {"topic.metadata.refresh.interval.ms": 30_000}
+    consumer_extra = {
+        # each topic's partitions split evenly among the workers: a sticky assignor balances
+        # the count over all subscribed topics and may leave a new worker only recipients'
+        # one-partition topics, holding none of `feedback` (and so none of the tables)
+        "partition.assignment.strategy": "range",
+        # a new recipient's topic joins the pattern subscription within this long
+        "topic.metadata.refresh.interval.ms": 30_000,
+    }
 
     def __init__(self, config: Config, metrics: Metrics, instance: str | None = None,
                  batch_size: int = 500, clock: Clock = utc_now,

@@ -143,8 +143,9 @@ def test_feedback_becomes_exact_metrics_and_every_panel_has_data(
         since_status = end_offsets(bootstrap, "alerts.status")
         # the first acknowledgement as a recipient would post it, with the CLI
         first_ack = json.loads(valid[0][1])
-        threatroute("feedback", first_ack["alert_id"], "acknowledged", "--recipient",
-                    first_ack["recipient"], "--note", "ticket 1", env=kafka_env)
+        # "--": an alert id may start with "-" (URL-safe base64)
+        threatroute("feedback", "--recipient", first_ack["recipient"], "--note", "ticket 1",
+                    "--", first_ack["alert_id"], "acknowledged", env=kafka_env)
         send(bootstrap, valid[1:12])
         wait_count(bootstrap, "alerts.status", since_status, 12)  # acks before remediations
         send(bootstrap, valid[12:] + invalid)

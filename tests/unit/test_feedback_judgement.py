@@ -80,3 +80,16 @@ def test_a_report_on_a_recipients_own_topic_speaks_for_that_recipient_only():
 def test_a_report_time_before_the_alert_is_clamped_to_when_it_was_sent():
     status = judged(report(time="2025-12-31T00:00:00+00:00"))
     assert status.updated_at == status.acknowledged_at == SENT
+
+
+def test_the_feedback_pattern_takes_every_recipients_topic_and_not_the_dead_letters():
+    import re
+
+    from threatroute import topics
+
+    pattern = re.compile(topics.FEEDBACK_PATTERN)
+    for name in ("feedback.examplehost", "feedback.i", "feedback.inval", "feedback.invalid-co",
+                 "feedback.invalids", "feedback.x-invalid"):
+        assert pattern.match(name), name
+    for name in (topics.FEEDBACK_INVALID, topics.FEEDBACK, "feedback.", "alerts.feedback.a"):
+        assert not pattern.match(name), name
