@@ -275,6 +275,10 @@ class FeedbackRouting:
         policy = self.rules.escalation
         for partition, watched in self.watched.items():
             for alert_id, item in list(watched.items()):
+                if open_for(item, now) > self.rules.state.watch:  # never closed: forgotten
+                    del watched[alert_id]
+                    out.append(Emit(WATCH, alert_id, None, partition))
+                    continue
                 if policy.deadline(item.classification) is None:
                     if open_for(item, now) > REROUTE_WATCH:
                         del watched[alert_id]
@@ -306,7 +310,8 @@ class FeedbackRouting:
 
     def _forget(self, now: datetime, states: Mapping[int, Mapping[str, AlertState]]
                 ) -> list[Emit]:
-        """Tombstone verdicts that can no longer change a decision."""
+        """Tombstone verdicts that can no longer change a decision (or, a not_ours, are
+        older than it is kept)."""
         out: list[Emit] = []
         for partition, verdicts in self.verdicts.items():
             held = states.get(partition, {})
@@ -315,7 +320,23 @@ class FeedbackRouting:
                 if obsolete(v, current.alert_id if current else None, now, self.rules.feedback):
                     del verdicts[name]
                     out.append(Emit(VERDICTS, name, None, partition))
+                    if v.status == "not_ours":
+                        self._forget_not_owner(partition, v.indicator_key, v.recipient)
         return out
+
+    def _forget_not_owner(self, partition: int, key: str, recipient: str) -> None:
+        not_owners = self._not_owners.get(partition, {})
+        left = not_owners.get(key, frozenset()) - {recipient}
+        if left:
+            not_owners[key] = left
+        else:
+            not_owners.pop(key, None)
+
+    def sizes(self) -> dict[str, int]:
+        """Rows held per table, over every owned partition (the stage's table-rows gauge)."""
+        return {VERDICTS: sum(map(len, self.verdicts.values())),
+                WATCH: sum(map(len, self.watched.values())),
+                TRUST: sum(map(len, self.counts.values()))}
 
 
 def _tlp_allows(index: MatchIndex, item: Watched) -> Callable[[str], bool]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from threatroute.errors import ConfigError
+from threatroute.expiry import StateWindows
 from threatroute.matchers.escalation import EscalationPolicy
 from threatroute.matchers.hygiene import HygienePolicy
 from threatroute.matchers.suppression import SuppressionList, load_suppressions
@@ -31,6 +32,7 @@ class RoutingRules:
     escalation: EscalationPolicy = field(default_factory=EscalationPolicy)
     escalation_tick: timedelta = timedelta(seconds=60)  # how often the match stage checks
     suppressions: Path | None = None  # the operator's suppression list (YAML)
+    state: StateWindows = field(default_factory=StateWindows)  # [state]: what is kept how long
 
     def suppression_list(self) -> SuppressionList:
         """Read and validate the suppression file (an empty list when none is configured)."""
@@ -70,8 +72,9 @@ def _per_key(section: Mapping[str, Any], key: str, where: str,
 
 def rules_from(raw: Mapping[str, Any], base: Path | None = None) -> RoutingRules:
     """The rules from a parsed configuration document; relative paths are under `base`."""
-    feedback, trust, hygiene, escalation = (raw.get(k, {}) for k in
-                                            ("feedback", "trust", "hygiene", "escalation"))
+    feedback, trust, hygiene, escalation, state = (
+        raw.get(k, {}) for k in ("feedback", "trust", "hygiene", "escalation", "state"))
+    windows = state_windows(state)
     try:
         trust_policy = TrustPolicy(
             prior_reports=float(trust.get("prior_reports", 5)),
@@ -90,7 +93,8 @@ def rules_from(raw: Mapping[str, Any], base: Path | None = None) -> RoutingRules
             suppressions = base / suppressions
     return RoutingRules(
         feedback=FeedbackPolicy(timedelta(hours=_hours(
-            feedback, "false_positive_mute_hours", 720, "feedback"))),
+            feedback, "false_positive_mute_hours", 720, "feedback")),
+            not_ours_kept=windows.alerts),
         trust=trust_policy,
         hygiene=HygienePolicy(
             feed_expiry=_per_key(hygiene, "feed_expiry_hours", "hygiene"),
@@ -101,7 +105,23 @@ def rules_from(raw: Mapping[str, Any], base: Path | None = None) -> RoutingRules
             default=_optional(_hours(escalation, "default_hours", 0, "escalation"))),
         escalation_tick=timedelta(seconds=float(escalation.get("tick_seconds", 60))),
         suppressions=suppressions,
+        state=windows,
     )
 
 
-__all__ = ["RoutingRules", "rules_from"]
+def state_windows(state: Mapping[str, Any]) -> StateWindows:
+    """`[state]`: `expiry_seconds`, `alert_days`, `watch_days` (floats: a test uses seconds)."""
+    defaults = StateWindows()
+    days = {}
+    for key, default in (("alert_days", defaults.alerts), ("watch_days", defaults.watch)):
+        value = state.get(key, default.total_seconds() / 86400)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise ConfigError(f"state.{key}: expected a number of days > 0, got {value!r}")
+        days[key] = timedelta(days=value)
+    every = state.get("expiry_seconds", defaults.every.total_seconds())
+    if isinstance(every, bool) or not isinstance(every, int | float) or every <= 0:
+        raise ConfigError(f"state.expiry_seconds: expected seconds > 0, got {every!r}")
+    return StateWindows(timedelta(seconds=every), days["alert_days"], days["watch_days"])
+
+
+__all__ = ["RoutingRules", "rules_from", "state_windows"]

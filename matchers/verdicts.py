@@ -32,6 +32,9 @@ from threatroute.matchers.dedup import Action
 @dataclass(frozen=True)
 class FeedbackPolicy:
     false_positive_mute: timedelta = timedelta(days=30)  # how long a false positive stays quiet
+    # how long a not_ours is kept ([state] alert_days, the verdicts topic's retention):
+    # `corrections accept` makes it permanent in the registry
+    not_ours_kept: timedelta = timedelta(days=180)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,9 +133,10 @@ def merge(previous: Verdict | None, incoming: Verdict) -> Verdict:
 
 def obsolete(verdict: Verdict, current_alert_id: str | None, now: datetime,
              policy: FeedbackPolicy) -> bool:
-    """Whether the table can forget `verdict`: it can no longer change any decision."""
+    """Whether the table can forget `verdict`: it can no longer change any decision, or
+    (a not_ours) it is older than the policy keeps it."""
     if verdict.status == "not_ours":
-        return False
+        return now >= datetime.fromisoformat(verdict.at) + policy.not_ours_kept
     if verdict.status == "false_positive":
         return now >= datetime.fromisoformat(verdict.at) + policy.false_positive_mute \
             and verdict.alert_id != current_alert_id

@@ -59,6 +59,13 @@ PIPELINE_TOPICS = (
 RECIPIENT_TOPIC_KINDS = ("alerts.*", "feedback.*", "contributions.*")
 
 
+# a compacted topic's settings a topic section may give (Kafka's names with dots as `_`): a
+# tombstone leaves the topic only once its segment is closed (segment_ms), the cleaner takes
+# the log (min_cleanable_dirty_ratio) and readers had delete_retention_ms to see it
+COMPACTION_SETTINGS = ("segment_ms", "delete_retention_ms", "min_cleanable_dirty_ratio",
+                       "max_compaction_lag_ms")
+
+
 @dataclass(frozen=True)
 class TopicSpec:
     name: str
@@ -233,6 +240,9 @@ def _topic_specs(section: dict[str, Any], names: tuple[str, ...] = PIPELINE_TOPI
         configs = {"retention.ms": str(merged.get("retention_ms", 604_800_000))}
         if merged.get("cleanup_policy"):
             configs["cleanup.policy"] = str(merged["cleanup_policy"])
+        for key in COMPACTION_SETTINGS:  # when compaction happens (tombstones gone)
+            if key in merged:
+                configs[key.replace("_", ".")] = str(merged[key])
         try:
             specs.append(TopicSpec(name, int(merged.get("partitions", 6)),
                                    int(merged.get("replication", 1)), configs))
@@ -350,7 +360,12 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
         rules=rules_from(raw, config_path.parent),
         fused_intermediate_topics=bool(run.get("fused_intermediate_topics", True)),
     )
-    return config.with_overrides(**overrides)
+    config = config.with_overrides(**overrides)
+    if config.rules.state.alerts.total_seconds() < config.dedup_window_hours * 3600:
+        # the match stage updates an alert's ledger row while its dedup state lives: the
+        # feedback stage must not forget the row before
+        raise ConfigError("state.alert_days must be at least [match] dedup_window_hours")
+    return config
 
 
 def _credentials(state_dir: Path) -> dict[str, str]:

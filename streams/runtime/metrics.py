@@ -171,6 +171,10 @@ class Metrics:
         self.feed_trust = Gauge("threatroute_feed_trust_factor",
                                 "Factor a feed's accuracy is routed with, learned from feedback",
                                 ["feed"], registry=r)
+        # bounded state (threatroute/expiry.py): flat once the windows turn over
+        self.table_rows = Gauge("threatroute_table_rows",
+                                "Rows a stateful stage holds in memory, per table (its "
+                                "owned partitions)", ["stage", "table"], registry=r)
         for reason in SCREENED:
             self.screened.labels(reason)
         for reason in WITHHELD:
@@ -202,6 +206,11 @@ class Metrics:
             self.corrections.inc(counts["corrections"])
         for feed, factor in trust.items():
             self.feed_trust.labels(feed).set(factor)
+
+    def table_sizes(self, stage: str, sizes: Mapping[str, int]) -> None:
+        """The rows a stage holds now, per table."""
+        for table, rows in sizes.items():
+            self.table_rows.labels(stage, table).set(rows)
 
     def add_outcomes(self, snapshot: Callable[[], Snapshot | None]) -> None:
         self.registry.register(OutcomesCollector(snapshot))

@@ -38,6 +38,7 @@ class CompactedView(Generic[V]):
         self.ready = threading.Event()      # ... and on_change has run on that state
         self.failed: BaseException | None = None
         self.state: dict[str, V] = {}
+        self._lock = threading.Lock()  # folds (the view's thread) against `forget` (a stage's)
         self._thread = threading.Thread(target=self._follow, name=f"view-{topic}", daemon=True)
 
     def start(self, timeout: float = 30.0) -> CompactedView[V]:
@@ -60,6 +61,19 @@ class CompactedView(Generic[V]):
     def get(self, key: str) -> V | None:
         return self.state.get(key)
 
+    def __len__(self) -> int:
+        return len(self.state)
+
+    def forget(self, which: Callable[[Mapping[str, V]], list[str]]) -> int:
+        """Drop the keys `which(state)` names (rows the reader no longer needs: the view
+        keeps only what the topic says, so a key comes back only if its record changes).
+        Returns how many went."""
+        with self._lock:
+            keys = which(self.state)
+            for key in keys:
+                self.state.pop(key, None)
+        return len(keys)
+
     def _follow(self) -> None:
         consumer = replay_consumer(self._config)
         try:
@@ -69,24 +83,30 @@ class CompactedView(Generic[V]):
             consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in partitions])
             for message in until_end(consumer, [(self.topic, p) for p in partitions],
                                      stop=self._stop):
-                self._fold(self.state, message)
+                with self._lock:
+                    self._fold(self.state, message)
             if self._stop.is_set():
                 return
             self.caught_up.set()
-            self._on_change(dict(self.state))
+            self._on_change(self._copy())
             self.ready.set()
             for batch in batches(consumer, self._stop):
                 changed = False
-                for message in batch:
-                    changed |= self._fold(self.state, message)
+                with self._lock:
+                    for message in batch:
+                        changed |= self._fold(self.state, message)
                 if changed:
-                    self._on_change(dict(self.state))
+                    self._on_change(self._copy())
         except BaseException as exc:  # a dead view must be loud: workers would use stale data
             self.failed = exc
             log.exception("view of %s stopped", self.topic)
             raise
         finally:
             consumer.close()
+
+    def _copy(self) -> dict[str, V]:
+        with self._lock:
+            return dict(self.state)
 
     def stop(self) -> None:
         self._stop.set()

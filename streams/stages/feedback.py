@@ -21,6 +21,12 @@ foreign client put on another partition is forwarded to the right one first.
 
 Each batch is one transaction (status updates, dead letters, offsets): a replayed batch can
 never apply a status twice, and a duplicate report is rejected rather than double counted.
+
+Bounded state: every `[state] expiry_seconds` the stage tombstones, in its transaction, the
+ledger and status rows of alerts with no sighting and no report for `[state] alert_days`
+(threatroute/expiry.py), so its share of both stays as large as that window holds. The match
+stage writes a ledger row only while the alert's dedup state lives (the dedup window, which
+the configuration keeps shorter), so a tombstone never races a live alert.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import zlib
 
 from threatroute import topics
 from threatroute.errors import InvalidRecord
+from threatroute.expiry import expired_alerts
 from threatroute.outcomes import (
     AlertFacts,
     AlertStatus,
@@ -42,7 +49,15 @@ from threatroute.outcomes import (
 )
 from threatroute.streams.config import Config
 from threatroute.streams.runtime.metrics import Metrics
-from threatroute.streams.runtime.step import BaseStage, Clock, Input, Output, Step, utc_now
+from threatroute.streams.runtime.step import (
+    BaseStage,
+    Clock,
+    Input,
+    Output,
+    Periodic,
+    Step,
+    utc_now,
+)
 from threatroute.streams.runtime.tables import Table, Tables
 
 SNAPSHOT_SECONDS = 5.0  # a scrape reuses a snapshot this young instead of recomputing
@@ -104,6 +119,8 @@ class FeedbackStage(BaseStage):
         self.metrics = metrics
         self._snapshot: tuple[float, Snapshot] | None = None
         metrics.add_outcomes(self.snapshot)
+        self.windows = config.rules.state
+        self.periodic = (Periodic(self.windows.every.total_seconds(), self.expire),)
 
     def snapshot(self) -> Snapshot:
         cached = self._snapshot
@@ -167,10 +184,26 @@ class FeedbackStage(BaseStage):
                          ((topics.SENDER_HEADER, sender.encode()),), counted=False))
         step.count("forwarded")
 
+    def expire(self, step: Step) -> None:
+        """Tombstone the ledger and status rows of alerts quiet for `[state] alert_days`."""
+        for partition in sorted(self.tables.owned):
+            ledger, statuses = self.ledger.partition(partition), self.statuses.partition(partition)
+            for alert_id in expired_alerts(ledger, statuses, step.now, self.windows.alerts):
+                if alert_id in ledger:
+                    self.ledger.delete(partition, alert_id)
+                if alert_id in statuses:
+                    self.statuses.delete(partition, alert_id)
+                step.count("expired")
+
+    def table_sizes(self) -> dict[str, int]:
+        return {topics.LEDGER: sum(map(len, self.ledger.rows.values())),
+                topics.STATUS: sum(map(len, self.statuses.rows.values()))}
+
     def changes(self) -> list[Output]:
         return self.tables.changes()
 
     def committed(self, step: Step) -> None:
+        self.metrics.table_sizes(self.name, self.table_sizes())
         self._snapshot = None
         self.metrics.feedback_records.labels("accepted").inc(step.counts["accepted"])
         # every refusal is an invalid report, including what the loop could not decode

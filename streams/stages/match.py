@@ -31,6 +31,7 @@ from typing import Any
 from confluent_kafka import Message
 
 from threatroute import topics
+from threatroute.expiry import stale_remediations
 from threatroute.matchers.acting import Emit, FeedbackRouting
 from threatroute.matchers.dedup import Action, AlertState, DedupPolicy
 from threatroute.matchers.formats import render
@@ -61,7 +62,6 @@ RULE_TABLES = (topics.MATCH_VERDICTS, topics.MATCH_WATCH, topics.MATCH_TRUST)
 
 log = logging.getLogger(__name__)
 NOTIFYING = tuple(a.value for a in Action if a.notifies)  # actions that send an alert
-EXPIRY_SECONDS = 600.0  # how often states unseen for the dedup window are tombstoned
 
 
 class Routing:
@@ -136,7 +136,8 @@ class MatchStage(BaseStage):
             config, topics.MATCH_TRUST, json_fold(_json),
             lambda rows: self.acting.learn(dict(rows)))
         self._events = Counter(self.acting.events)
-        self.periodic = (Periodic(EXPIRY_SECONDS, self.expire),
+        # bounded state: rows past their windows go every [state] expiry_seconds
+        self.periodic = (Periodic(config.rules.state.every.total_seconds(), self.expire),
                          Periodic(config.rules.escalation_tick.total_seconds(), self.escalate))
 
     def start(self) -> None:
@@ -240,10 +241,19 @@ class MatchStage(BaseStage):
         self._events = now
 
     def expire(self, step: Step) -> None:
-        """Tombstone states not seen for longer than the dedup window."""
+        """Tombstone states not seen for longer than the dedup window (threatroute/expiry.py),
+        and forget remediations no state can ask about any more."""
         for partition in list(self.tables.owned):
             for key in expired_keys(self.states.partition(partition), step.now, self.policy):
                 self.states.delete(partition, key)
+                step.count("expired")
+        self.remediations.forget(
+            lambda rows: stale_remediations(rows, step.now, self.policy.window))
+
+    def table_sizes(self) -> dict[str, int]:
+        """Rows held per table: dedup states, the rules' tables, remediations."""
+        return {topics.MATCH_STATE: sum(map(len, self.states.rows.values())),
+                **self.acting.sizes(), topics.STATUS: len(self.remediations)}
 
     def changes(self) -> list[Output]:
         return self.tables.changes()
@@ -253,6 +263,7 @@ class MatchStage(BaseStage):
         if self.metrics is not None:
             self.metrics.feedback_rules(step.counts, {
                 feed: trust.factor for feed, trust in self.acting.trust.feeds.items()})
+            self.metrics.table_sizes(self.name, self.table_sizes())
 
     def close(self) -> None:
         self.tables.close()

@@ -91,7 +91,9 @@ def test_merge_keeps_not_ours_and_ignores_late_reports_about_older_alerts():
 def test_obsolete_verdicts_can_be_forgotten():
     assert obsolete(verdict("remediated"), "a2", T0, POLICY)
     assert not obsolete(verdict("remediated"), "a1", T0, POLICY)
-    assert not obsolete(verdict("not_ours"), None, T0 + timedelta(days=9999), POLICY)
+    # a not_ours is kept as long as the policy says ([state] alert_days), then forgotten
+    assert not obsolete(verdict("not_ours"), None, T0 + timedelta(days=179), POLICY)
+    assert obsolete(verdict("not_ours"), None, T0 + timedelta(days=180), POLICY)
     fp = verdict("false_positive")
     assert not obsolete(fp, None, T0 + timedelta(days=29), POLICY)
     assert obsolete(fp, None, T0 + timedelta(days=30), POLICY)
