@@ -74,7 +74,8 @@ def record(i: int, recipients: int, seen: datetime) -> tuple[bytes, dict]:
     ip = f"{address >> 24}.{address >> 16 & 255}.{address >> 8 & 255}.{address & 255}"
     value = {"classification": {"taxonomy": "malicious-code", "type": "infected-system"},
              "tlp": "GREEN", "source": {"ip": ip},
-             "feed": {"name": "bench", "accuracy": 90}, "time": {"source": stamp, "observation": stamp}}
+             "feed": {"name": "bench", "accuracy": 90},
+             "time": {"source": stamp, "observation": stamp}}
     return indicator_key(value).encode(), value
 
 
