@@ -65,12 +65,17 @@ RECIPIENT_TOPIC_KINDS = ("alerts.*", "feedback.*", "contributions.*")
 COMPACTION_SETTINGS = ("segment_ms", "delete_retention_ms", "min_cleanable_dirty_ratio",
                        "max_compaction_lag_ms")
 
+# a topic's replication when the configuration names none: the cluster's own
+# default.replication.factor (and its min.insync.replicas applies): 1 on the embedded broker,
+# 3 on `broker start --nodes 3` (deploy/kafka/server.properties.template)
+BROKER_DEFAULT = -1
+
 
 @dataclass(frozen=True)
 class TopicSpec:
     name: str
     partitions: int
-    replication: int
+    replication: int  # BROKER_DEFAULT: the cluster's default
     configs: dict[str, str] = field(default_factory=dict)
 
 
@@ -88,6 +93,31 @@ class Secret:
 
 
 CREDENTIALS_FILE = "pipeline.properties"
+
+# `threatroute broker start --nodes N` keeps its nodes under STATE/cluster and their count here
+CLUSTER_DIR = "cluster"
+CLUSTER_NODES_FILE = "nodes"
+
+
+def node_ports(broker_port: int, controller_port: int, nodes: int) -> list[tuple[int, int]]:
+    """(broker port, controller port) of each embedded node: node i (from 1) listens two ports
+    above node i-1 on both, so the defaults 9092/9093 give 9092/9093, 9094/9095, 9096/9097."""
+    return [(broker_port + 2 * i, controller_port + 2 * i) for i in range(nodes)]
+
+
+def embedded_nodes(state_dir: Path) -> int:
+    """How many nodes the embedded broker in `state_dir` has: a cluster's count, else 1."""
+    try:
+        return max(1, int((state_dir / CLUSTER_DIR / CLUSTER_NODES_FILE).read_text()))
+    except (OSError, ValueError):
+        return 1
+
+
+def embedded_bootstrap(state_dir: Path, broker_port: int, controller_port: int) -> str:
+    """Every broker of the embedded broker or cluster: a client that starts while one node is
+    down still finds the others."""
+    return ",".join(f"127.0.0.1:{port}" for port, _ in node_ports(
+        broker_port, controller_port, embedded_nodes(state_dir)))
 
 
 def credentials_dir(state_dir: Path) -> Path:
@@ -245,7 +275,7 @@ def _topic_specs(section: dict[str, Any], names: tuple[str, ...] = PIPELINE_TOPI
                 configs[key.replace("_", ".")] = str(merged[key])
         try:
             specs.append(TopicSpec(name, int(merged.get("partitions", 6)),
-                                   int(merged.get("replication", 1)), configs))
+                                   int(merged.get("replication", BROKER_DEFAULT)), configs))
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"topics.{name}: {exc}") from None
     return tuple(specs)
@@ -314,17 +344,20 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
     base = Path.cwd()
     state_dir = Path(os.environ.get("THREATROUTE_STATE") or base / ".threatroute")
     port = int(os.environ.get("THREATROUTE_BROKER_PORT") or broker.get("port", 9092))
+    controller_port = int(os.environ.get("THREATROUTE_CONTROLLER_PORT")
+                          or broker.get("controller_port", port + 1))
     default_bootstrap = kafka.get("bootstrap", f"127.0.0.1:{port}")
     if "THREATROUTE_BROKER_PORT" in os.environ:
         default_bootstrap = f"127.0.0.1:{port}"
+    if default_bootstrap == f"127.0.0.1:{port}":  # the embedded broker: all of its nodes
+        default_bootstrap = embedded_bootstrap(state_dir, port, controller_port)
     credentials = _credentials(state_dir)
     default_bootstrap = credentials.get("bootstrap.servers") or default_bootstrap
     config = Config(
         bootstrap=os.environ.get("THREATROUTE_BOOTSTRAP") or default_bootstrap,
         state_dir=state_dir,
         broker_port=port,
-        controller_port=int(os.environ.get("THREATROUTE_CONTROLLER_PORT")
-                            or broker.get("controller_port", port + 1)),
+        controller_port=controller_port,
         broker_heap=str(broker.get("heap", "1g")),
         topics=_topic_specs(raw.get("topics", {})),
         recipient_topics=_topic_specs(raw.get("topics", {}), RECIPIENT_TOPIC_KINDS),

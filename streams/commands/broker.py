@@ -12,14 +12,14 @@ from threatroute.streams.config import Config
 def start(args: argparse.Namespace, config: Config) -> int:
     from threatroute.streams.kafka import broker
 
-    broker.start(config, secure=args.secure)
+    broker.start(config, secure=args.secure, nodes=args.nodes, node=args.node)
     return DONE
 
 
 def stop(args: argparse.Namespace, config: Config) -> int:
     from threatroute.streams.kafka import broker
 
-    broker.stop(config)
+    broker.stop(config, node=args.node)
     return DONE
 
 
@@ -41,9 +41,13 @@ def create_topics(args: argparse.Namespace, config: Config) -> int:
 
 
 def register(subparsers: Any) -> None:
-    parser = command(subparsers, "broker", help="the embedded single-node Kafka broker",
-                     description="Run Apache Kafka (KRaft, one node) from its jars for a local "
-                                 "pipeline; state in THREATROUTE_STATE or .threatroute/broker.")
+    parser = command(subparsers, "broker", help="the embedded Kafka broker (one node or a "
+                                                "loopback cluster)",
+                     description="Run Apache Kafka (KRaft) from its jars for a local pipeline: "
+                                 "one node (state in THREATROUTE_STATE or .threatroute/broker), "
+                                 "or with `start --nodes 3` a cluster of three on loopback "
+                                 "(state in .threatroute/cluster/node-<id>; replication 3, "
+                                 "min.insync.replicas 2).")
     sub = actions(parser)
     p = command(sub, "start", help="start it (fetches the jars once) and wait until it serves",
                 handler=start)
@@ -52,7 +56,17 @@ def register(subparsers: Any) -> None:
                         "the pipeline's credentials in STATE/credentials/pipeline.properties); "
                         "a store keeps the mode it was first started in. Without it: "
                         "PLAINTEXT, for local use only")
-    command(sub, "stop", help="stop it", handler=stop)
+    p.add_argument("--nodes", type=int, metavar="N",
+                   help="a cluster of N combined broker+controller nodes on loopback, node i "
+                        "on the configured ports + 2(i-1) (e.g. 9092, 9094, 9096); kept with "
+                        "the store, so later starts need not repeat it (default: what the "
+                        "store has, else 1)")
+    p.add_argument("--node", type=int, metavar="ID",
+                   help="start only node ID of the cluster (after `stop --node ID`)")
+    p = command(sub, "stop", help="stop it (every node of a cluster)", handler=stop)
+    p.add_argument("--node", type=int, metavar="ID",
+                   help="stop only node ID of the cluster (controlled shutdown: its "
+                        "partitions' leadership moves to the other nodes)")
     command(sub, "status", help="say whether it runs; exit code 1 when it does not",
             handler=status)
 

@@ -1,4 +1,10 @@
-"""The embedded single-node KRaft broker: fetch jars once, format once, start, stop, status.
+"""The embedded KRaft broker: fetch jars once, format once, start, stop, status.
+
+One node by default (state in STATE/broker); `nodes=3` makes a cluster on loopback: three
+combined broker+controller nodes, each a voter of the controller quorum, with a state directory
+of its own (STATE/cluster/node-<id>), one shared cluster id, and ports two apart
+(config.node_ports). The cluster's defaults give every topic three replicas, two of which must
+have a write (min.insync.replicas), the offsets and transaction logs included.
 
 Files: deploy/kafka/pom.xml pins the jars (resolved by Maven into a cache outside git),
 deploy/kafka/server.properties.template and log4j2.properties configure the broker. State
@@ -38,10 +44,14 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from threatroute.errors import ThreatrouteError
 from threatroute.streams.config import (
+    CLUSTER_DIR,
+    CLUSTER_NODES_FILE,
     CREDENTIALS_FILE,
     PACKAGE_DATA,
     Config,
     credentials_dir,
+    embedded_nodes,
+    node_ports,
     read_properties,
 )
 from threatroute.streams.kafka import security
@@ -86,6 +96,67 @@ class BrokerPaths:
     @property
     def secrets(self) -> Path:
         return self.root / "secrets.properties"
+
+
+@dataclass(frozen=True)
+class Node:
+    """One KRaft node (broker and controller at once) of the embedded broker or cluster."""
+
+    id: int
+    port: int
+    controller_port: int
+    paths: BrokerPaths
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+def cluster_root(config: Config) -> Path:
+    return config.state_dir / CLUSTER_DIR
+
+
+def plan_nodes(config: Config, count: int) -> list[Node]:
+    """The nodes of an embedded broker of `count` nodes: one keeps STATE/broker (as it always
+    has); more live in STATE/cluster/node-<id>, on ports two apart. Refuses ports that clash."""
+    if count < 1:
+        raise BrokerError(f"a broker needs at least one node, not {count}")
+    ports = node_ports(config.broker_port, config.controller_port, count)
+    every = [p for pair in ports for p in pair]
+    if len(set(every)) != len(every) or max(every) > 65535:
+        raise BrokerError(f"{count} nodes from broker port {config.broker_port} and controller "
+                          f"port {config.controller_port} need ports {sorted(every)}, which "
+                          "clash or exceed 65535: set [broker] controller_port = port + 1")
+    if count == 1:
+        return [Node(1, ports[0][0], ports[0][1], broker_paths(config))]
+    root = cluster_root(config)
+    return [Node(i, port, controller, BrokerPaths(root / f"node-{i}"))
+            for i, (port, controller) in enumerate(ports, start=1)]
+
+
+def replication_for(count: int) -> tuple[int, int]:
+    """(replication factor, min.insync.replicas) of a cluster of `count` nodes: three copies
+    where there are three nodes, and a write needs all but one of them (at least one)."""
+    replication = min(count, 3)
+    return replication, max(1, replication - 1)
+
+
+def node_values(nodes: list[Node], node: Node) -> dict[str, object]:
+    """What the server.properties template needs for `node` of `nodes` (no secrets)."""
+    replication, min_isr = replication_for(len(nodes))
+    return {"node_id": node.id, "port": node.port, "controller_port": node.controller_port,
+            "data_dir": node.paths.data, "replication": replication, "min_isr": min_isr,
+            "voters": ",".join(f"{n.id}@127.0.0.1:{n.controller_port}" for n in nodes)}
+
+
+def render_properties(values: dict[str, object], secure: bool = False,
+                      key_password: str = "") -> str:
+    """server.properties of one node: the template, then the mode's listeners."""
+    template = (KAFKA_DIR / "server.properties.template").read_text()
+    listeners = SECURE_LISTENERS if secure else PLAINTEXT_LISTENERS
+    if key_password:  # an operator's encrypted key (PBES1: Java 17 cannot read PBES2)
+        listeners += f"ssl.key.password={key_password}\n"
+    return string.Template(template + listeners).substitute(values)
 
 
 def pipeline_credentials(config: Config) -> Path:
@@ -212,24 +283,19 @@ connections.max.reauth.ms=300000
 """
 
 
-def _render_properties(config: Config, paths: BrokerPaths, secure: bool) -> None:
-    template = (KAFKA_DIR / "server.properties.template").read_text()
-    values: dict[str, object] = {"port": config.broker_port,
-                                 "controller_port": config.controller_port,
-                                 "data_dir": paths.data}
+def _render_properties(config: Config, nodes: list[Node], node: Node, secure: bool) -> None:
+    values = node_values(nodes, node)
+    key_password = ""
     if secure:
-        secrets, tls = _broker_secrets(paths), _tls(config, paths)
+        secrets, tls = _broker_secrets(node.paths), _tls(config, node.paths)
         values.update(broker_user=security.BROKER_USER, controller_user=security.CONTROLLER_USER,
                       pipeline_user=security.PIPELINE_USER,
                       broker_password=secrets["broker.password"],
                       controller_password=secrets["controller.password"],
                       keystore=tls[1], ca=tls[0])
-    listeners = SECURE_LISTENERS if secure else PLAINTEXT_LISTENERS
-    if secure and tls[2]:  # an operator's encrypted key (PBES1: Java 17 cannot read PBES2)
-        listeners += f"ssl.key.password={tls[2]}\n"
-    text = string.Template(template + listeners)
+        key_password = tls[2]
     # 0600: in secure mode it holds the broker's own passwords
-    security.write_private(paths.properties, text.substitute(values))
+    security.write_private(node.paths.properties, render_properties(values, secure, key_password))
 
 
 def _broker_secrets(paths: BrokerPaths) -> dict[str, str]:
@@ -283,13 +349,14 @@ def stored_mode(paths: BrokerPaths) -> str | None:
 
 
 def _format_storage(java: str, libs: Path, paths: BrokerPaths, config: Config,
-                    secure: bool) -> None:
+                    secure: bool, shared_id: str | None = None) -> None:
+    """Format the node's store once; the nodes of a cluster share `shared_id`."""
     if _formatted(paths):
         return
     arguments = ["-cp", f"{libs}/*",
                  "-Dlog4j2.configurationFile=" + str(KAFKA_DIR / "log4j2.properties"),
                  f"-Dkafka.logs.dir={paths.logs}", "kafka.tools.StorageTool", "format",
-                 f"--cluster-id={cluster_id()}", "-c", str(paths.properties)]
+                 f"--cluster-id={shared_id or cluster_id()}", "-c", str(paths.properties)]
     if secure:
         pipeline_password = security.new_password()
         broker_password = _broker_secrets(paths)["broker.password"]
@@ -371,35 +438,120 @@ def _leaders(bootstrap: str, settings: dict[str, str] | None = None) -> tuple[in
     return sum(p.leader >= 0 for p in partitions), len(partitions)
 
 
-def start(config: Config, wait_seconds: float = 90.0, secure: bool = False) -> str:
+def stored_nodes(config: Config) -> int | None:
+    """The node count of the store in this state directory (None: nothing formatted yet)."""
+    if (cluster_root(config) / CLUSTER_NODES_FILE).exists():
+        return embedded_nodes(config.state_dir)
+    return 1 if _formatted(broker_paths(config)) else None
+
+
+def _node_count(config: Config, nodes: int | None) -> int:
+    """How many nodes to run: what was asked, checked against what the store holds."""
+    stored = stored_nodes(config)
+    if nodes is None or nodes == stored:
+        return stored or 1
+    if stored is not None:
+        raise BrokerError(f"the broker store in {config.state_dir} has {stored} node(s), not "
+                          f"{nodes}: stop it and remove {broker_paths(config).root} and "
+                          f"{cluster_root(config)} (their topics are lost), or set "
+                          "THREATROUTE_STATE to another directory")
+    return nodes
+
+
+def _shared_cluster_id(config: Config, nodes: list[Node]) -> str:
+    """The cluster id every node is formatted with: the one a formatted node already has (a
+    store partly formatted before), else the one drawn once and kept beside the nodes."""
+    for node in nodes:
+        if _formatted(node.paths):
+            meta = read_properties(node.paths.data / "meta.properties")
+            return meta["cluster.id"]
+    kept = cluster_root(config) / "cluster.id"
+    if not kept.exists():
+        kept.write_text(cluster_id() + "\n")
+    return kept.read_text().strip()
+
+
+def start(config: Config, wait_seconds: float = 90.0, secure: bool = False,
+          nodes: int | None = None, node: int | None = None) -> str:
     """Start the broker (fetching and formatting first if needed); returns the bootstrap.
+
+    `nodes` > 1: a cluster of that many nodes (the count is kept with the store: later starts
+    need not repeat it); `node`: only that node of the cluster (the others keep running).
 
     A store keeps the mode it was formatted in: `secure` on a plaintext store is refused
     (its data would otherwise be open to anyone who had connected before), and a secure
     store is never started in plaintext.
     """
-    paths = broker_paths(config)
-    bootstrap = f"127.0.0.1:{config.broker_port}"
+    count = _node_count(config, nodes)
+    every = plan_nodes(config, count)
+    wanted = _select(every, node)
+    bootstrap = ",".join(n.bootstrap for n in every)
+    paths = every[0].paths
     mode = stored_mode(paths)
+    if secure and count > 1:
+        raise BrokerError("--secure is for the single-node broker; a cluster runs in plaintext "
+                          "(deploy/kubernetes has a secure three-node cluster)")
     if secure and mode == "plaintext":
         raise BrokerError(f"the broker store in {paths.root} was formatted in plaintext mode; "
                           "secure mode needs a store of its own: stop the broker and remove "
                           f"{paths.root} (its topics are lost), or set THREATROUTE_STATE to "
                           "another directory")
     secure = secure or mode == "secure"
-    if running_pid(paths):
-        print(f"broker already running (pid {running_pid(paths)}) at {bootstrap}; "
-              f"{_label(config, paths)}")
+    starting = [n for n in wanted if not running_pid(n.paths)]
+    if not starting:
+        for n in wanted:
+            print(f"{_who(n, count)} already running (pid {running_pid(n.paths)}) at "
+                  f"{n.bootstrap}; {_label(config, paths)}")
         return bootstrap
-    if serves_metadata(bootstrap, timeout=1.0):
-        raise BrokerError(f"something else already serves Kafka at {bootstrap}; use --bootstrap "
-                          "to point at it, or set [broker] port in the configuration")
+    for n in starting:
+        if serves_metadata(n.bootstrap, timeout=1.0):
+            raise BrokerError(f"something else already serves Kafka at {n.bootstrap}; use "
+                              "--bootstrap to point at it, or set [broker] port in the "
+                              "configuration")
     java, libs = _java(), ensure_jars()
-    for folder in (paths.root, paths.data, paths.logs):
-        folder.mkdir(parents=True, exist_ok=True)
-    os.chmod(paths.root, 0o700)  # holds the broker's secrets in secure mode
-    _render_properties(config, paths, secure)
-    _format_storage(java, libs, paths, config, secure)
+    if count > 1:
+        cluster_root(config).mkdir(parents=True, exist_ok=True)
+        (cluster_root(config) / CLUSTER_NODES_FILE).write_text(f"{count}\n")
+    shared_id = _shared_cluster_id(config, every) if count > 1 else None
+    for n in starting:
+        for folder in (n.paths.root, n.paths.data, n.paths.logs):
+            folder.mkdir(parents=True, exist_ok=True)
+        os.chmod(n.paths.root, 0o700)  # holds the broker's secrets in secure mode
+        _render_properties(config, every, n, secure)
+        _format_storage(java, libs, n.paths, config, secure, shared_id)
+    processes = {n.id: _launch(java, libs, config, n) for n in starting}
+    _await_serving(config, starting, processes, bootstrap, wait_seconds)
+    for n in starting:
+        log = n.paths.logs / "server.log"
+        print(f"broker running (pid {processes[n.id].pid}); bootstrap {bootstrap}; log {log}; "
+              f"{_label(config, paths)}" if count == 1 else
+              f"node {n.id} running (pid {processes[n.id].pid}) at {n.bootstrap}, controller "
+              f"127.0.0.1:{n.controller_port}; log {log}")
+    if count > 1:
+        replication, min_isr = replication_for(count)
+        print(f"cluster of {count} nodes; bootstrap {bootstrap}; topics take replication "
+              f"{replication}, min.insync.replicas {min_isr}; {_label(config, paths)}")
+    for line in limits_advice():
+        print(f"note: {line}")
+    return bootstrap
+
+
+def _select(nodes: list[Node], node: int | None) -> list[Node]:
+    if node is None:
+        return nodes
+    chosen = [n for n in nodes if n.id == node]
+    if not chosen:
+        raise BrokerError(f"no node {node}: the broker has nodes "
+                          f"{', '.join(str(n.id) for n in nodes)}")
+    return chosen
+
+
+def _who(node: Node, count: int) -> str:
+    return "broker" if count == 1 else f"node {node.id}"
+
+
+def _launch(java: str, libs: Path, config: Config, node: Node) -> subprocess.Popen[bytes]:
+    paths = node.paths
     command = [java, "-Xms256m", f"-Xmx{config.broker_heap}", "-XX:+UseG1GC",
                "-Djava.awt.headless=true",
                "-Dlog4j2.configurationFile=" + str(KAFKA_DIR / "log4j2.properties"),
@@ -409,20 +561,28 @@ def start(config: Config, wait_seconds: float = 90.0, secure: bool = False) -> s
         process = subprocess.Popen(command, stdout=console, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True,
                                    preexec_fn=_more_files)
-    paths.pid_file.write_text(f"{process.pid} {bootstrap}\n")
-    settings = _client_settings(config, paths)
+    paths.pid_file.write_text(f"{process.pid} {node.bootstrap}\n")
+    return process
+
+
+def _await_serving(config: Config, nodes: list[Node], processes: dict[int, subprocess.Popen[bytes]],
+                   bootstrap: str, wait_seconds: float) -> None:
+    """Wait until every node started is a live broker of the cluster and every partition has
+    a leader (a cluster's nodes come up together: none serves before a quorum of voters)."""
+    settings = _client_settings(config, nodes[0].paths)
+    wanted = {n.id for n in nodes}
     deadline, led = time.monotonic() + wait_seconds, 0
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise BrokerError(f"broker exited with code {process.returncode}; see "
-                              f"{paths.logs / 'server.log'} and {paths.console}:\n"
-                              + _tail(paths.console))
-        if serves_metadata(bootstrap, timeout=10.0, settings=settings):
-            print(f"broker running (pid {process.pid}); bootstrap {bootstrap}; "
-                  f"log {paths.logs / 'server.log'}; {_label(config, paths)}")
-            for line in limits_advice():
-                print(f"note: {line}")
-            return bootstrap
+        for n in nodes:
+            process = processes[n.id]
+            if process.poll() is not None:
+                raise BrokerError(f"{'broker' if len(processes) == 1 else f'node {n.id}'} "
+                                  f"exited with code {process.returncode}; see "
+                                  f"{n.paths.logs / 'server.log'} and {n.paths.console}:\n"
+                                  + _tail(n.paths.console))
+        if wanted <= live_brokers(bootstrap, settings) and serves_metadata(
+                bootstrap, timeout=10.0, settings=settings):
+            return
         # a restart with thousands of partitions loads them for minutes: wait while it moves
         loading, total = _leaders(bootstrap, settings)
         if loading > led:
@@ -432,7 +592,16 @@ def start(config: Config, wait_seconds: float = 90.0, secure: bool = False) -> s
             led = loading
         time.sleep(0.5)
     raise BrokerError(f"broker did not serve metadata within {wait_seconds:.0f}s; see "
-                      f"{paths.logs / 'server.log'}")
+                      + ", ".join(str(n.paths.logs / "server.log") for n in nodes))
+
+
+def live_brokers(bootstrap: str, settings: dict[str, str] | None = None) -> set[int]:
+    """Ids of the brokers the cluster's metadata lists (KRaft lists only unfenced ones)."""
+    client = AdminClient({**(settings or {}), "bootstrap.servers": bootstrap, "log_level": 0})
+    try:
+        return set(client.list_topics(timeout=5).brokers)
+    except Exception:  # not answering yet
+        return set()
 
 
 def _label(config: Config, paths: BrokerPaths) -> str:
@@ -446,23 +615,28 @@ def _tls_ca(config: Config) -> Path:
     return config.broker_tls_ca or security.TlsFiles(tls_dir(config)).ca
 
 
-def stop(config: Config, wait_seconds: float = 30.0) -> bool:
-    """Stop the broker this state directory started; returns False if none was running."""
-    paths = broker_paths(config)
-    pid = running_pid(paths)
-    if pid is None:
-        print("broker not running")
+def stop(config: Config, wait_seconds: float = 30.0, node: int | None = None) -> bool:
+    """Stop the broker this state directory started (every node, or only `node`); returns
+    False if none of them was running."""
+    count = stored_nodes(config) or 1
+    chosen = _select(plan_nodes(config, count), node)
+    running = [(n, pid) for n in chosen if (pid := running_pid(n.paths)) is not None]
+    if not running:
+        print("broker not running" if node is None else f"node {node} not running")
         return False
-    os.kill(pid, signal.SIGTERM)  # controlled shutdown: flushes logs, so data survives
+    for _, pid in running:  # all at once: each still has a quorum for its controlled shutdown
+        os.kill(pid, signal.SIGTERM)  # controlled shutdown: flushes logs, so data survives
     deadline = time.monotonic() + wait_seconds
-    while time.monotonic() < deadline and running_pid(paths) == pid:
-        _reap(pid)
+    while time.monotonic() < deadline and any(running_pid(n.paths) == pid for n, pid in running):
+        for _, pid in running:
+            _reap(pid)
         time.sleep(0.2)
-    if running_pid(paths) == pid:
-        os.kill(pid, signal.SIGKILL)
-        _reap(pid)
-    paths.pid_file.unlink(missing_ok=True)
-    print(f"broker stopped (pid {pid})")
+    for n, pid in running:
+        if running_pid(n.paths) == pid:
+            os.kill(pid, signal.SIGKILL)
+            _reap(pid)
+        n.paths.pid_file.unlink(missing_ok=True)
+        print(f"{_who(n, count)} stopped (pid {pid})")
     return True
 
 
@@ -473,9 +647,35 @@ def _reap(pid: int) -> None:
 
 
 def status(config: Config) -> bool:
-    paths = broker_paths(config)
+    count = stored_nodes(config) or 1
+    every = plan_nodes(config, count)
+    if count == 1:
+        return _single_status(config, every[0])
+    bootstrap = ",".join(n.bootstrap for n in every)
+    live = live_brokers(bootstrap)
+    up = 0
+    for n in every:
+        pid = running_pid(n.paths)
+        if pid and n.id in live:
+            up += 1
+            print(f"node {n.id} running (pid {pid}) at {n.bootstrap}; data {n.paths.data}")
+        elif pid:
+            print(f"node {n.id} process {pid} is up but not a live broker at {n.bootstrap} yet")
+        else:
+            print(f"node {n.id} not running ({n.bootstrap})")
+    serving = up > 0 and serves_metadata(bootstrap)
+    replication, min_isr = replication_for(count)
+    print(f"cluster of {count} nodes: {up} running, "
+          f"{'every partition led' if serving else 'not serving'}; bootstrap {bootstrap}; "
+          f"replication {replication}, min.insync.replicas {min_isr}; "
+          f"{_label(config, every[0].paths)}")
+    return up == count and serving
+
+
+def _single_status(config: Config, node: Node) -> bool:
+    paths = node.paths
     pid = running_pid(paths)
-    bootstrap = f"127.0.0.1:{config.broker_port}"
+    bootstrap = node.bootstrap
     if pid and serves_metadata(bootstrap, settings=_client_settings(config, paths)):
         print(f"broker running (pid {pid}); bootstrap {bootstrap}; data {paths.data}; "
               f"{_label(config, paths)}")

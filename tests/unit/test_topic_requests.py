@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from threatroute.registry import Recipient
-from threatroute.streams.config import TopicSpec, load_config
+from threatroute.streams.config import BROKER_DEFAULT, TopicSpec, load_config
 from threatroute.streams.kafka import broker
 from threatroute.streams.kafka.admin import PARTITIONS_PER_REQUEST, _requests
 from threatroute.streams.runtime.registry import recipient_topic_specs
@@ -29,7 +29,7 @@ def test_recipient_topics_have_one_partition_unless_configured(tmp_path):
     config = load_config()
     assert config.topic("indicators.raw").partitions == 6
     assert recipient_topic_specs(config, Recipient(id="a", name="A")) == [TopicSpec(
-        "alerts.a", 1, 1, {"retention.ms": "604800000"})]
+        "alerts.a", 1, BROKER_DEFAULT, {"retention.ms": "604800000"})]
     own = recipient_topic_specs(config, Recipient(id="b", name="B", alert_partitions=4))
     assert own[0].partitions == 4
     custom = tmp_path / "c.toml"
