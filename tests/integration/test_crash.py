@@ -286,7 +286,8 @@ def test_every_process_killed_mid_run_loses_and_duplicates_nothing(crash_setup, 
     crash_env, world = crash_setup
     seed = int(os.environ.get("THREATROUTE_CRASH_SEED") or random.SystemRandom().randrange(1 << 31))
     print(f"crash test seed {seed} (THREATROUTE_CRASH_SEED={seed} repeats the kill moments)")
-    rng, bootstrap, began = random.Random(seed), crash_env["THREATROUTE_BOOTSTRAP"], time.monotonic()
+    rng, bootstrap = random.Random(seed), crash_env["THREATROUTE_BOOTSTRAP"]
+    began = time.monotonic()
     probe = Probe(bootstrap)
 
     pairs = world.pairs()
@@ -299,7 +300,8 @@ def test_every_process_killed_mid_run_loses_and_duplicates_nothing(crash_setup, 
     receiver = WebhookReceiver()
     for entry in world.registry:
         if entry["id"] in hooked:
-            entry["delivery"] = {"webhook": {"url": receiver.url, "secret_env": "CRASH_HOOK_SECRET"}}
+            entry["delivery"] = {"webhook": {"url": receiver.url,
+                                             "secret_env": "CRASH_HOOK_SECRET"}}
     registry = tmp_path / "registry.yaml"
     registry.write_text(yaml.safe_dump({"recipients": world.registry}))
     threatroute("recipients", "import", str(registry), env=crash_env, timeout=600)
@@ -309,8 +311,9 @@ def test_every_process_killed_mid_run_loses_and_duplicates_nothing(crash_setup, 
         threatroute("recipients", "token", rid, "--out", str(out), env=crash_env)
         tokens[rid] = out.read_text().strip()
     produce(bootstrap, topics.RAW, world.records)
-    print(f"registry imported and indicators produced in {time.monotonic() - began:.0f}s: {len(world.records):,} indicators, "
-          f"{len(world.registry):,} recipients, {len(pairs):,} expected alerts")
+    print(f"registry imported and indicators produced in {time.monotonic() - began:.0f}s: "
+          f"{len(world.records):,} indicators, {len(world.registry):,} recipients, "
+          f"{len(pairs):,} expected alerts")
 
     env = {**crash_env, "CRASH_HOOK_SECRET": HOOK_SECRET}
     data = ["--ipasn", str(world.world.ipasn), "--geoip", str(world.world.geoip)]
@@ -319,10 +322,10 @@ def test_every_process_killed_mid_run_loses_and_duplicates_nothing(crash_setup, 
     gateway_port = free_port()
     processes = {stage: Process(stage, ["run", stage, "--metrics-port", "0", *data], env, tmp_path)
                  for stage in STAGES}
-    processes["deliver"] = Process("deliver", [
-        "deliver", "--metrics-port", "0",
-        "--config", str(config_file(tmp_path / "deliver.toml", delivery={"backoff_seconds": 0.05}))],
-        env, tmp_path)
+    deliver_config = config_file(tmp_path / "deliver.toml", delivery={"backoff_seconds": 0.05})
+    processes["deliver"] = Process(
+        "deliver", ["deliver", "--metrics-port", "0", "--config", str(deliver_config)], env,
+        tmp_path)
     processes["gateway"] = Process("gateway", [
         "gateway", "--listen", f"127.0.0.1:{gateway_port}", "--metrics-port", "0",
         "--config", str(config_file(tmp_path / "gateway.toml", gateway={
