@@ -128,3 +128,12 @@ def test_compaction_settings_reach_the_topic_configs(tmp_path):
                             "delete.retention.ms": "100"}
     # the packaged configuration keeps Kafka's defaults
     assert "segment.ms" not in load_config().topic("match.state").configs
+
+
+def test_the_match_stage_s_remediation_view_forgets_stale_remediations():
+    from threatroute.streams.runtime.views import CompactedView, json_fold
+
+    view: CompactedView[str] = CompactedView(load_config(), "alerts.status", json_fold(str))
+    view.state.update({"old": at(timedelta(0)), "new": at(6 * DAY)})  # as folded (no broker)
+    assert view.forget(lambda rows: stale_remediations(rows, T0 + 8 * DAY, 7 * DAY)) == 1
+    assert len(view) == 1 and view.get("new") == at(6 * DAY) and view.get("old") is None
