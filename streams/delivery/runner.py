@@ -54,7 +54,8 @@ def webhook_worker(config: Config, recipient: Recipient, metrics: Metrics,
         stage = WebhookStage(recipient.id, hook, secret, config.delivery, metrics, stop)
         consumer = Consumer(consumer_settings(config, stage.group))
         try:
-            run_stage(stage, consumer, AfterAcknowledgement(AckedProducer(config)),
+            run_stage(stage, consumer, AfterAcknowledgement(AckedProducer(config),
+                                                       lambda: AckedProducer(config)),
                       DeadLetters(stage.dead_letter_topic, stage.name), stop,
                       batch_size=WEBHOOK_BATCH, metrics=metrics.stage(stage.name))
         except Stopping:

@@ -20,7 +20,12 @@ log = logging.getLogger(__name__)
 
 
 class DeliveryError(ThreatrouteError):
-    """The broker did not acknowledge some records; nothing after them may be committed."""
+    """The broker did not acknowledge some records; nothing after them may be committed.
+    `error`: the first delivery failure's KafkaError (None: not acknowledged in time)."""
+
+    def __init__(self, message: str, error: KafkaError | None = None) -> None:
+        super().__init__(message)
+        self.error = error
 
 
 def slot(message: Message) -> tuple[str, int]:
@@ -98,11 +103,13 @@ class AckedProducer:
     def __init__(self, config: Config, **extra: Any) -> None:
         self._producer = Producer(producer_settings(config, **extra))
         self.failed: list[str] = []
+        self.first_error: KafkaError | None = None
         self.sent = 0
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
             self.failed.append(f"{msg.topic()}: {err.str()}")
+            self.first_error = self.first_error or err
 
     def send(self, topic: str, value: bytes | None, key: str | bytes | None = None,
              headers: list[tuple[str, str | bytes | None]] | None = None,
@@ -129,7 +136,12 @@ class AckedProducer:
             raise DeliveryError(f"{remaining} records not acknowledged within {timeout}s")
         if self.failed:
             failures, self.failed = self.failed, []
-            raise DeliveryError(f"{len(failures)} records refused, e.g. {failures[0]}")
+            error, self.first_error = self.first_error, None
+            raise DeliveryError(f"{len(failures)} records refused, e.g. {failures[0]}", error)
+
+    def forget_failures(self) -> None:
+        """A batch is abandoned: failures reported so far belong to it, not to the next."""
+        self.failed, self.first_error = [], None
 
 
 def make_consumer(config: Config, group: str, topics: list[str],

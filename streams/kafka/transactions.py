@@ -14,9 +14,12 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
+import time
+from collections.abc import Callable
 from typing import Protocol
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from threatroute.streams.config import Config
 from threatroute.streams.kafka.clients import AckedProducer
@@ -28,6 +31,12 @@ log = logging.getLogger(__name__)
 TRANSACTION_TIMEOUT_MS = 15_000
 # how long a restarting worker waits for the end of a changelog (an open transaction holds it)
 RESTORE_SECONDS = 3 * TRANSACTION_TIMEOUT_MS / 1000
+# how long a commit whose outcome is not known yet (a retriable error) is resumed before the
+# loop abandons the batch (then a new producer settles it: commit completed or aborted)
+COMMIT_SECONDS = 60.0
+TXN_CALL_SECONDS = 30  # the timeout given to each transactional call
+TXN_STUCK_SECONDS = TXN_CALL_SECONDS + 15.0  # a call still blocked after this is given up
+_STUCK: list[Producer] = []  # producers a blocked call is still inside: never destroyed
 Headers = list[tuple[str, bytes]] | None
 
 
@@ -39,7 +48,10 @@ class CommitStrategy(Protocol):
 
     def commit(self, consumer: Consumer, offsets: list[TopicPartition]) -> None: ...
 
-    def abort(self) -> None: ...
+    def abort(self, recreate: bool = False) -> None:
+        """Abandon the batch: afterwards a new one may begin. `recreate`: the producer is
+        unusable (fenced, fatal): make a new one. Raises a Kafka error if it could not (the
+        broker is still away): the loop retries it."""
 
 
 class AfterAcknowledgement:
@@ -47,8 +59,10 @@ class AfterAcknowledgement:
     dead letters) is acknowledged. A crash before the commit re-delivers the batch; outputs
     are keyed, so downstream dedup (matching) absorbs the repeats."""
 
-    def __init__(self, producer: AckedProducer) -> None:
+    def __init__(self, producer: AckedProducer,
+                 remake: Callable[[], AckedProducer] | None = None) -> None:
         self.producer = producer
+        self.remake = remake
 
     def begin(self) -> None:
         pass
@@ -67,21 +81,30 @@ class AfterAcknowledgement:
             # partitions moved to another worker mid-batch: it re-reads them (at-least-once)
             log.warning("commit failed, batch will be re-delivered: %s", exc)
 
-    def abort(self) -> None:
-        pass
+    def abort(self, recreate: bool = False) -> None:
+        # what is still queued may yet be delivered: the batch is redone anyway (repeats are
+        # allowed here), and its failures must not fail the next batch
+        if recreate and self.remake is not None:
+            self.producer = self.remake()
+        self.producer.forget_failures()
 
 
 class InTransaction:
     """Exactly-once: everything produced between `begin` and `commit` commits together with
-    the offsets. On a Kafka error the transaction is aborted and the error raised: the stage
-    stops, and whoever gets its partitions re-reads the batch from the committed offsets."""
+    the offsets. On a Kafka error the loop aborts the transaction (`abort`), rewinds to the
+    committed offsets and redoes the batch; a producer that is fenced or fatally failed is
+    replaced by a new one with the same transactional id (`remake`)."""
 
-    def __init__(self, producer: Producer) -> None:
+    def __init__(self, producer: Producer, remake: Callable[[], Producer] | None = None) -> None:
         self.producer = producer
+        self.remake = remake
         self._sent = 0
+        self._open = False  # a transaction has begun and is neither committed nor aborted
+        self._unsettled = False  # its commit's outcome is unknown: only a new producer ends it
 
     def begin(self) -> None:
         self.producer.begin_transaction()
+        self._open = True
 
     def produce(self, topic: str, value: bytes | None, key: str | bytes | None,
                 partition: int | None = None, headers: Headers = None) -> None:
@@ -100,15 +123,74 @@ class InTransaction:
 
     def commit(self, consumer: Consumer, offsets: list[TopicPartition]) -> None:
         if offsets:
-            self.producer.send_offsets_to_transaction(offsets,
-                                                      consumer.consumer_group_metadata(), 30)
-        self.producer.commit_transaction(60)
+            metadata = consumer.consumer_group_metadata()
+            self._bounded(lambda: self.producer.send_offsets_to_transaction(
+                offsets, metadata, TXN_CALL_SECONDS))
+        deadline = time.monotonic() + COMMIT_SECONDS
+        while True:
+            try:
+                self._bounded(lambda: self.producer.commit_transaction(TXN_CALL_SECONDS))
+                break
+            except KafkaException as exc:
+                error = exc.args[0]
+                # retriable: the commit goes on in the background and its outcome is not
+                # known yet; calling again resumes it (aborting now could undo a commit)
+                if (not isinstance(error, KafkaError) or not error.retriable()
+                        or error.txn_requires_abort()):
+                    raise
+                if time.monotonic() > deadline:
+                    self._unsettled = True
+                    raise
+        self._open = False
 
-    def abort(self) -> None:
-        try:
-            self.producer.abort_transaction(30)
-        except KafkaException:
-            log.exception("abort failed")
+    def _bounded(self, call: Callable[[], object]) -> None:
+        """Run a transactional call, but give up on it after TXN_STUCK_SECONDS.
+
+        librdkafka's send_offsets_to_transaction can block far past its own timeout when the
+        group coordinator went away mid-call (librdkafka issues #5456, #5511): seen here for
+        minutes after a broker restart. The call runs on a helper thread; if it does not
+        return in time the producer is given up (a fatal fault: the loop makes a new one,
+        whose init_transactions fences this one) and kept, never destroyed under the thread
+        still inside it."""
+        done = threading.Event()
+        failed: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                call()
+            except BaseException as exc:
+                failed.append(exc)
+            finally:
+                done.set()
+
+        threading.Thread(target=run, name="transaction-call", daemon=True).start()
+        if not done.wait(TXN_STUCK_SECONDS):
+            _STUCK.append(self.producer)
+            raise KafkaException(KafkaError(
+                KafkaError._TIMED_OUT, f"transactional call blocked over {TXN_STUCK_SECONDS}s",
+                fatal=True))
+        if failed:
+            raise failed[0]
+
+    def abort(self, recreate: bool = False) -> None:
+        recreate = recreate or self._unsettled
+        if not recreate and self._open:
+            try:
+                self._bounded(lambda: self.producer.abort_transaction(TXN_CALL_SECONDS))
+            except KafkaException as exc:
+                error = exc.args[0]
+                if isinstance(error, KafkaError) and error.retriable() and not error.fatal():
+                    raise  # the broker is away: the loop tries again once it answers
+                recreate = True  # fatal, or a state only a new producer gets out of
+        if recreate:
+            if self.remake is None:
+                raise KafkaException(KafkaError(KafkaError._FATAL,
+                                                "producer failed and cannot be replaced"))
+            # the new producer's init_transactions fences the old one and ends its
+            # transaction (aborts it, or completes a commit the broker had accepted)
+            log.info("making a new transactional producer")
+            self.producer = self.remake()
+        self._open = self._unsettled = False
 
 
 def transactional_producer(config: Config, group: str, instance: str | None = None) -> Producer:

@@ -15,6 +15,7 @@ Nothing else in streams/ consumes for stage processing.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -22,17 +23,28 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from threatroute.deadletter import dead_letter
+from threatroute.errors import ThreatrouteError
 from threatroute.streams.kafka.clients import decode, encode, slot
+from threatroute.streams.kafka.faults import fault_of, fault_of_error
 from threatroute.streams.kafka.transactions import CommitStrategy
+from threatroute.streams.runtime.faults import Fault, Outage, Remedy, jittered, remedy
 from threatroute.streams.runtime.metrics import StageMetrics
 from threatroute.streams.runtime.step import (
     Input,
     Output,
     RecordCheck,
     Refused,
+    Slot,
     Stage,
     Step,
     indicator_contract,
@@ -112,25 +124,124 @@ def next_offsets(messages: list[Message]) -> list[TopicPartition]:
     return [TopicPartition(t, p, o + 1) for (t, p), o in highest.items()]
 
 
-def subscribe(consumer: Consumer, stage: Stage, metrics: StageMetrics | None) -> None:
+class StageFailed(ThreatrouteError):
+    """Kafka refused the stage in a way no retry mends (authorization, configuration)."""
+
+
+# SIGTERM to exit: the batch in flight (at most a few seconds of work) is finished and
+# committed, the consumer leaves its group, the stage's readers stop; while Kafka answers
+SHUTDOWN_SECONDS = 30.0
+
+
+class Recovery:
+    """The loop's side of the fault decisions (streams/runtime/faults.py): it logs an outage
+    once, backs off, and remembers what must happen before the next batch: the producer
+    replaced (`recreate`), the open batch abandoned and the consumer and tables taken back to
+    what is committed (`rewind`)."""
+
+    def __init__(self, stage: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self.stage, self.clock = stage, clock
+        self.outage = Outage()
+        self.attempt = 0
+        self.rewind = self.recreate = False
+        self.hook_fault: Fault | None = None  # a partition hook failed inside the poll
+
+    @property
+    def pending(self) -> bool:
+        return self.rewind or self.recreate
+
+    def failed(self, fault: Fault, in_flight: bool) -> float:
+        """Take `fault` in; the seconds to wait before trying again. Raises StageFailed when
+        nothing but an operator can mend it."""
+        action = remedy(fault)
+        if action is Remedy.GIVE_UP:
+            raise StageFailed(f"{self.stage}: Kafka refused: {fault} (check the stage's "
+                              "credentials, ACLs and configuration)")
+        self.recreate |= action is Remedy.RECREATE
+        self.rewind |= in_flight or self.recreate
+        if self.outage.failed(self.clock()):
+            log.warning("%s: Kafka failing (%s); retrying with backoff%s", self.stage, fault,
+                        ", the open batch is aborted and redone from the last commit"
+                        if self.rewind else "")
+        delay = jittered(self.attempt)
+        self.attempt += 1
+        return delay
+
+    def noticed(self, fault: Fault) -> None:
+        """An error event from the consumer: nothing to undo, librdkafka retries itself."""
+        if self.outage.failed(self.clock()):
+            log.warning("%s: Kafka failing (%s); waiting for it", self.stage, fault)
+
+    def healthy(self) -> None:
+        self.attempt = 0
+        back = self.outage.recovered(self.clock())
+        if back:
+            log.info("%s: Kafka answers again after %.1f s (%d failures); carrying on",
+                     self.stage, *back)
+
+    def settle(self, consumer: Consumer, stage: Stage, commit: CommitStrategy) -> None:
+        """Abort what is open (a new producer if needed), then rewind. Raises a Kafka error
+        while Kafka does not answer; called again after the next backoff."""
+        commit.abort(recreate=self.recreate)
+        self.recreate = False
+        if self.rewind:
+            rewind(consumer, stage)
+            self.rewind = False
+
+
+def rewind(consumer: Consumer, stage: Stage) -> None:
+    """Back to what is committed, as if the partitions had been revoked and assigned again:
+    the stage's tables restored from their changelogs, the consumer at its group's committed
+    offsets (what the abandoned batch consumed is read again)."""
+    assignment = consumer.assignment()
+    committed = consumer.committed(assignment, timeout=10) if assignment else []
+    for tp in committed:
+        if tp.error is not None:
+            raise KafkaException(tp.error)
+    slots = _slots(assignment)
+    stage.revoked(slots)
+    list(stage.changes())  # what the abandoned batch queued for its changelogs
+    stage.assigned(slots)
+    for tp in committed:
+        offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+        # not fetched yet: it starts from the committed offset anyway
+        with contextlib.suppress(KafkaException):
+            consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+
+
+def subscribe(consumer: Consumer, stage: Stage, metrics: StageMetrics | None,
+              recovery: Recovery | None = None) -> None:
+    def guarded(hook: Callable[[list[Slot]], None], partitions: list[TopicPartition]) -> None:
+        # a hook that cannot reach Kafka (restoring a table) must not fail the poll: the loop
+        # rewinds and runs the hooks again once Kafka answers
+        try:
+            hook(_slots(partitions))
+        except Exception as exc:
+            fault = fault_of(exc)
+            if fault is None or recovery is None:
+                raise
+            recovery.hook_fault = fault
+
     def revoked(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        stage.revoked(_slots(partitions))
+        guarded(stage.revoked, partitions)
         if metrics:
             metrics.forget_partitions(partitions)
 
     consumer.subscribe(list(stage.subscription),
-                       on_assign=lambda _consumer, partitions: stage.assigned(_slots(partitions)),
+                       on_assign=lambda _consumer, partitions: guarded(stage.assigned, partitions),
                        on_revoke=revoked, on_lost=revoked)
 
 
-def _slots(partitions: list[TopicPartition]) -> list[tuple[str, int]]:
+def _slots(partitions: list[TopicPartition]) -> list[Slot]:
     return [(tp.topic, tp.partition) for tp in partitions]
 
 
 def run_stage(stage: Stage, consumer: Consumer, commit: CommitStrategy, failure: FailurePolicy,
               stop: threading.Event, stats: StageStats | None = None, batch_size: int = 2000,
               poll_timeout: float = 0.5, metrics: StageMetrics | None = None) -> StageStats:
-    """Run `stage` until `stop` is set; returns its stats. Never returns on bad input.
+    """Run `stage` until `stop` is set; returns its stats. Never returns on bad input, nor
+    when Kafka fails for a while (Recovery); raises StageFailed when only an operator can
+    help.
 
     `consumer` is made but not yet subscribed; the loop subscribes it to `stage.subscription` with
     the stage's partition hooks and closes it at the end. Records carrying the header
@@ -138,60 +249,112 @@ def run_stage(stage: Stage, consumer: Consumer, commit: CommitStrategy, failure:
     """
     stats = stats or StageStats()
     due = [time.monotonic() + p.seconds for p in stage.periodic]
-    subscribe(consumer, stage, metrics)
+    recovery = Recovery(stage.name or stage.group)
+    subscribe(consumer, stage, metrics, recovery)
     try:
         while not stop.is_set():
-            messages = [m for m in consumer.consume(num_messages=batch_size,
-                                                    timeout=poll_timeout) if not _is_error(m)]
-            ticking = [i for i, at in enumerate(due) if time.monotonic() >= at]
-            if not messages and not ticking:
-                stage.catch_up(busy=False)
-                if metrics:  # idle is not stalled
-                    metrics.idle()
-                    metrics.lag(consumer)
-                continue
-            started = time.perf_counter()
-            stage.catch_up(busy=True)
-            step = Step(stage.clock())
-            wanted = [m for m in messages if not _carried(m, stage.skip_header)] \
-                if stage.skip_header else messages
-            inputs, refused = decode_batch(wanted, stage.raw_input, stage.check)
-            step.refused.extend(refused)
-            if inputs:
-                stage.process(inputs, step)
-            for i in ticking:
-                stage.periodic[i].run(step)
-                due[i] = time.monotonic() + stage.periodic[i].seconds
-            outputs = [*step.outputs, *stage.changes()]
-            produced = sum(output.counted for output in outputs)
-            outputs += map(failure, step.refused)
-            if not messages and not outputs:
-                continue  # periodic work that found nothing to do
-            offsets = next_offsets(messages) if messages else _positions(consumer)
-            commit.begin()
+            in_flight = False
             try:
-                for output in outputs:
-                    value = output.value
-                    commit.produce(output.topic,
-                                   encode(value) if isinstance(value, dict) else value,
-                                   output.key, output.partition,
-                                   list(output.headers) if output.headers else None)
-                commit.commit(consumer, offsets)
-            except BaseException:
-                commit.abort()
-                raise
-            stage.committed(step)
-            stats.consumed += len(messages)
-            stats.produced += produced
-            stats.refused += len(step.refused)
-            stats.batches += 1 if messages else 0
-            if metrics:
-                metrics.batch(len(messages), produced, len(step.refused),
-                              time.perf_counter() - started, step.observed)
-                metrics.lag(consumer)
+                if recovery.pending:
+                    recovery.settle(consumer, stage, commit)
+                messages = [m for m in consumer.consume(num_messages=batch_size,
+                                                        timeout=poll_timeout)
+                            if not _is_error(m, recovery)]
+                if recovery.hook_fault is not None:  # tables not restored: redo from commit
+                    hook_fault, recovery.hook_fault = recovery.hook_fault, None
+                    stop.wait(recovery.failed(hook_fault, in_flight=True))
+                    continue
+                in_flight = bool(messages)
+                ticking = [i for i, at in enumerate(due) if time.monotonic() >= at]
+                if not messages and not ticking:
+                    stage.catch_up(busy=False)
+                    if recovery.outage.down and _probe(consumer, stage):
+                        recovery.healthy()
+                    if metrics:  # idle is not stalled
+                        metrics.idle()
+                        metrics.lag(consumer)
+                    continue
+                in_flight = True
+                if _run_batch(stage, consumer, commit, failure, messages, ticking, due, stats,
+                              metrics):
+                    recovery.healthy()
+            except Exception as exc:
+                fault = fault_of(exc)
+                if fault is None:
+                    if in_flight:
+                        _abandon(commit, recovery)
+                    raise
+                stop.wait(recovery.failed(fault, in_flight))
     finally:
+        if recovery.rewind:
+            _abandon(commit, recovery)
         consumer.close()  # leaves the group at once so partitions move without a timeout
     return stats
+
+
+def _run_batch(stage: Stage, consumer: Consumer, commit: CommitStrategy,
+               failure: FailurePolicy, messages: list[Message], ticking: list[int],
+               due: list[float], stats: StageStats, metrics: StageMetrics | None) -> bool:
+    """Process, produce and commit one batch; False if there was nothing to commit."""
+    started = time.perf_counter()
+    stage.catch_up(busy=True)
+    step = Step(stage.clock())
+    wanted = [m for m in messages if not _carried(m, stage.skip_header)] \
+        if stage.skip_header else messages
+    inputs, refused = decode_batch(wanted, stage.raw_input, stage.check)
+    step.refused.extend(refused)
+    if inputs:
+        stage.process(inputs, step)
+    for i in ticking:
+        stage.periodic[i].run(step)
+        due[i] = time.monotonic() + stage.periodic[i].seconds
+    outputs = [*step.outputs, *stage.changes()]
+    produced = sum(output.counted for output in outputs)
+    outputs += map(failure, step.refused)
+    if not messages and not outputs:
+        return False  # periodic work that found nothing to do
+    offsets = next_offsets(messages) if messages else _positions(consumer)
+    commit.begin()
+    for output in outputs:
+        value = output.value
+        commit.produce(output.topic, encode(value) if isinstance(value, dict) else value,
+                       output.key, output.partition,
+                       list(output.headers) if output.headers else None)
+    commit.commit(consumer, offsets)
+    stage.committed(step)
+    stats.consumed += len(messages)
+    stats.produced += produced
+    stats.refused += len(step.refused)
+    stats.batches += 1 if messages else 0
+    if metrics:
+        metrics.batch(len(messages), produced, len(step.refused),
+                      time.perf_counter() - started, step.observed)
+        metrics.lag(consumer)
+    return True
+
+
+def _abandon(commit: CommitStrategy, recovery: Recovery) -> None:
+    """Stopping with a batch open: abort it if Kafka answers (the next owner then restores at
+    once); if it does not, the broker aborts it after the transaction timeout."""
+    if recovery.outage.down and not recovery.recreate:
+        return
+    try:
+        commit.abort()
+    except Exception as exc:  # stopping anyway; the broker aborts it after its timeout
+        log.warning("%s: could not abort the open batch: %s", recovery.stage, exc)
+
+
+def _probe(consumer: Consumer, stage: Stage) -> bool:
+    """Whether Kafka answers again, after an outage, while the stage has nothing to do."""
+    try:
+        assignment = consumer.assignment()
+        if assignment:
+            consumer.committed(assignment, timeout=5)
+        else:
+            consumer.list_topics(stage.dead_letter_topic or None, timeout=5)
+        return True
+    except KafkaException:
+        return False
 
 
 def _positions(consumer: Consumer) -> list[TopicPartition]:
@@ -208,13 +371,18 @@ def _carried(message: Message, header: str) -> bool:
     return isinstance(headers, list) and any(name == header for name, _ in headers)
 
 
-def _is_error(message: Message) -> bool:
+def _is_error(message: Message, recovery: Recovery) -> bool:
     error = message.error()
     if error is None:
         return False
-    if not error.retriable() and error.fatal():
-        raise KafkaException(error)
-    log.warning("consumer: %s", error.str())
+    if error.fatal():  # only with static membership: another instance took our place
+        raise StageFailed(f"{recovery.stage}: consumer failed: {error.str()}")
+    if error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+        # a pattern that matches no topic yet (no recipient has one), or metadata still
+        # loading after a restart: the subscription picks the topics up when they exist
+        log.debug("%s: %s", recovery.stage, error.str())
+    else:
+        recovery.noticed(fault_of_error(error))
     return True
 
 

@@ -12,11 +12,13 @@ it.
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
 import threading
 from collections.abc import Sequence
 
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, Producer
 
 from threatroute.streams.config import Config
 from threatroute.streams.kafka.clients import AckedProducer, consumer_settings
@@ -60,9 +62,16 @@ def build_all(config: Config, names: Sequence[str], metrics: Metrics, fuse: bool
 
 
 def commit_strategy(config: Config, stage: Stage) -> CommitStrategy:
+    """The stage's commit strategy, able to replace its producer after a fatal error (the
+    same transactional id: the new producer fences the old one and rejoins)."""
     if stage.exactly_once:
-        return InTransaction(transactional_producer(config, stage.group, stage.instance))
-    return AfterAcknowledgement(AckedProducer(config))
+        instance = stage.instance or f"{socket.gethostname()}-{os.getpid()}"
+
+        def remake() -> Producer:
+            return transactional_producer(config, stage.group, instance)
+
+        return InTransaction(remake(), remake)
+    return AfterAcknowledgement(AckedProducer(config), lambda: AckedProducer(config))
 
 
 def run_one(config: Config, stage: Stage, stop: threading.Event, metrics: Metrics | None = None,

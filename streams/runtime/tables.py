@@ -153,8 +153,16 @@ class Tables:
         # aborts it (TRANSACTION_TIMEOUT_MS), so allow well beyond that
         for where in slots:
             self._ends.pop(where, None)
-        self._read(until_end(reader, slots, deadline=time.monotonic() + RESTORE_SECONDS,
-                             ends=self._ends))
+        try:
+            self._read(until_end(reader, slots, deadline=time.monotonic() + RESTORE_SECONDS,
+                                 ends=self._ends))
+        except Exception:  # Kafka away: leave nothing half restored, the loop assigns again
+            reader.incremental_unassign([TopicPartition(t, p) for t, p in slots])
+            for table in self.tables.values():
+                with table.lock:
+                    for p in new:
+                        table.rows.pop(p, None)
+            raise
         # an owned table is only written by this worker from now on: stop reading it
         done = [TopicPartition(t, p) for t, p in slots if not self.tables[t].follow]
         if done:
