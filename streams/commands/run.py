@@ -37,7 +37,8 @@ def register(subparsers: Any) -> None:
                      help="run pipeline stages (contributions, asn, geo, hoster, match, "
                           "feedback) or all")
     parser.add_argument("stage", choices=[*CHAIN, "all"])
-    parser.add_argument("--batch-size", type=int, default=2000)
+    parser.add_argument("--batch-size", type=int,
+                        help="records per batch (default: the stage's own; 2,000 for most)")
     parser.add_argument("--metrics-port", type=int,
                         help="serve Prometheus metrics here (default [metrics] port; 0: off)")
     data_options(parser)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -136,10 +137,14 @@ def run_delivery(config: Config, stop: threading.Event, metrics: Metrics | None 
     view = registry_view(config, on_change).start()
     metrics.serve(config.metrics_port, config.metrics_address)
     try:
+        last = time.monotonic()
         while not stop.is_set():
-            # reconcile here, not on the view's thread: stopping a worker joins it
-            changed.wait(RESTART_SECONDS)
+            # reconcile here, not on the view's thread: stopping a worker joins it; on a
+            # change, or every RESTART_SECONDS; looking at `stop` every second (SIGTERM)
+            if not changed.wait(1.0) and time.monotonic() - last < RESTART_SECONDS:
+                continue
             changed.clear()
+            last = time.monotonic()
             if not stop.is_set():
                 deliverer.reconcile(latest.get("registry", {}))
     finally:

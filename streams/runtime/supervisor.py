@@ -75,8 +75,9 @@ def commit_strategy(config: Config, stage: Stage) -> CommitStrategy:
 
 
 def run_one(config: Config, stage: Stage, stop: threading.Event, metrics: Metrics | None = None,
-            stats: StageStats | None = None, batch_size: int = 2000) -> StageStats:
-    """Run one stage in this thread until `stop` is set (the stage is closed at the end)."""
+            stats: StageStats | None = None, batch_size: int | None = None) -> StageStats:
+    """Run one stage in this thread until `stop` is set (the stage is closed at the end).
+    `batch_size`: records per batch, when given; else the stage's own, else 2,000."""
     metrics = metrics or Metrics()
     try:
         # an exactly-once stage reads committed records only (its inputs come from
@@ -87,14 +88,14 @@ def run_one(config: Config, stage: Stage, stop: threading.Event, metrics: Metric
         commit = commit_strategy(config, stage)
         stage.start()
         return run_stage(stage, consumer, commit, DeadLetters(stage.dead_letter_topic, stage.name),
-                         stop, stats, batch_size=stage.batch_size or batch_size,
+                         stop, stats, batch_size=batch_size or stage.batch_size or 2000,
                          metrics=metrics.stage(stage.name))
     finally:
         stage.close()
 
 
 def run_stages(config: Config, names: Sequence[str], stop: threading.Event,
-               batch_size: int = 2000, metrics: Metrics | None = None, fuse: bool = True
+               batch_size: int | None = None, metrics: Metrics | None = None, fuse: bool = True
                ) -> dict[str, StageStats]:
     """Build and run the named stages until `stop` is set; returns their stats.
 
