@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 
 import uvicorn
 
@@ -44,7 +45,8 @@ def serve(config: Config, listen: str, certfile: str | None = None,
     log.info("gateway on %s://%s:%d (TAXII 2.1 at /taxii2/, page at /desk)", scheme, host, port)
     # uvicorn drains open requests on SIGTERM, then raises the signal again for whatever
     # handler was there before it: with this one the gateway then exits 0, not -15
-    signal.signal(signal.SIGTERM, _stopping)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _stopping)
     try:
         uvicorn.run(create_app(svc), host=host, port=port, ssl_certfile=certfile,
                     ssl_keyfile=keyfile, log_level="warning", access_log=False,

@@ -29,7 +29,7 @@ from threatroute.streams.kafka.transactions import (
     transactional_producer,
 )
 from threatroute.streams.runtime.chain import FusedChain
-from threatroute.streams.runtime.loop import DeadLetters, StageStats, run_stage
+from threatroute.streams.runtime.loop import DeadLetters, StageFailed, StageStats, run_stage
 from threatroute.streams.runtime.metrics import Metrics
 from threatroute.streams.runtime.step import Stage
 from threatroute.streams.stages.contribute import ContributionsStage
@@ -110,6 +110,10 @@ def run_stages(config: Config, names: Sequence[str], stop: threading.Event,
     def work(stage: Stage) -> None:
         try:
             run_one(config, stage, stop, metrics, stats[stage.name], batch_size)
+        except StageFailed as exc:  # says what the operator must mend: no traceback
+            log.error("stage %s stopped: %s", stage.name, exc)
+            failures.append(exc)
+            stop.set()
         except BaseException as exc:  # one dead stage stops the process: a supervisor restarts it
             log.exception("stage %s stopped", stage.name)
             failures.append(exc)
