@@ -131,6 +131,7 @@ class StageFailed(ThreatrouteError):
 # SIGTERM to exit: the batch in flight (at most a few seconds of work) is finished and
 # committed, the consumer leaves its group, the stage's readers stop; while Kafka answers
 SHUTDOWN_SECONDS = 30.0
+NOTICE_GRACE_SECONDS = 5.0  # consumer error events this soon after a recovery are stale
 
 
 class Recovery:
@@ -145,6 +146,8 @@ class Recovery:
         self.attempt = 0
         self.rewind = self.recreate = False
         self.hook_fault: Fault | None = None  # a partition hook failed inside the poll
+        self.broker_lost = False  # the consumer lost its broker since the last batch
+        self._back_at = float("-inf")  # when Kafka last answered again after an outage
 
     @property
     def pending(self) -> bool:
@@ -159,6 +162,7 @@ class Recovery:
                               "credentials, ACLs and configuration)")
         self.recreate |= action is Remedy.RECREATE
         self.rewind |= in_flight or self.recreate
+        log.debug("%s: %s (batch in flight: %s)", self.stage, fault, in_flight)
         if self.outage.failed(self.clock()):
             log.warning("%s: Kafka failing (%s); retrying with backoff%s", self.stage, fault,
                         ", the open batch is aborted and redone from the last commit"
@@ -167,15 +171,27 @@ class Recovery:
         self.attempt += 1
         return delay
 
+    def on_error(self, error: KafkaError) -> None:
+        """librdkafka's `error_cb` for the stage's consumer (served inside its poll): the
+        broker unreachable, all brokers down, and the like."""
+        self.broker_lost = True
+        self.noticed(fault_of_error(error))
+
     def noticed(self, fault: Fault) -> None:
-        """An error event from the consumer: nothing to undo, librdkafka retries itself."""
-        if self.outage.failed(self.clock()):
+        """An error event from the consumer: nothing to undo, librdkafka retries itself.
+        Reports of connection attempts made before the broker was back arrive just after
+        it answered again: they start no new outage."""
+        now = self.clock()
+        if now - self._back_at < NOTICE_GRACE_SECONDS:
+            return
+        if self.outage.failed(now):
             log.warning("%s: Kafka failing (%s); waiting for it", self.stage, fault)
 
     def healthy(self) -> None:
         self.attempt = 0
         back = self.outage.recovered(self.clock())
         if back:
+            self._back_at = self.clock()
             log.info("%s: Kafka answers again after %.1f s (%d failures); carrying on",
                      self.stage, *back)
 
@@ -238,7 +254,8 @@ def _slots(partitions: list[TopicPartition]) -> list[Slot]:
 
 def run_stage(stage: Stage, consumer: Consumer, commit: CommitStrategy, failure: FailurePolicy,
               stop: threading.Event, stats: StageStats | None = None, batch_size: int = 2000,
-              poll_timeout: float = 0.5, metrics: StageMetrics | None = None) -> StageStats:
+              poll_timeout: float = 0.5, metrics: StageMetrics | None = None,
+              recovery: Recovery | None = None) -> StageStats:
     """Run `stage` until `stop` is set; returns its stats. Never returns on bad input, nor
     when Kafka fails for a while (Recovery); raises StageFailed when only an operator can
     help.
@@ -246,10 +263,11 @@ def run_stage(stage: Stage, consumer: Consumer, commit: CommitStrategy, failure:
     `consumer` is made but not yet subscribed; the loop subscribes it to `stage.subscription` with
     the stage's partition hooks and closes it at the end. Records carrying the header
     `stage.skip_header` are committed past without processing (streams/runtime/chain.py).
+    `recovery`: made by the caller when the consumer reports to its `on_error` (error_cb).
     """
     stats = stats or StageStats()
     due = [time.monotonic() + p.seconds for p in stage.periodic]
-    recovery = Recovery(stage.name or stage.group)
+    recovery = recovery or Recovery(stage.name or stage.group)
     subscribe(consumer, stage, metrics, recovery)
     try:
         while not stop.is_set():
@@ -275,6 +293,11 @@ def run_stage(stage: Stage, consumer: Consumer, commit: CommitStrategy, failure:
                         metrics.lag(consumer)
                     continue
                 in_flight = True
+                if recovery.broker_lost and stage.exactly_once:
+                    # a producer that lived through the outage can hang in its next
+                    # transactional call (librdkafka #5456): the batch gets a fresh one
+                    recovery.broker_lost = False
+                    commit.abort(recreate=True)
                 if _run_batch(stage, consumer, commit, failure, messages, ticking, due, stats,
                               metrics):
                     recovery.healthy()

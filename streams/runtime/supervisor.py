@@ -17,6 +17,7 @@ import signal
 import socket
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
@@ -29,7 +30,13 @@ from threatroute.streams.kafka.transactions import (
     transactional_producer,
 )
 from threatroute.streams.runtime.chain import FusedChain
-from threatroute.streams.runtime.loop import DeadLetters, StageFailed, StageStats, run_stage
+from threatroute.streams.runtime.loop import (
+    DeadLetters,
+    Recovery,
+    StageFailed,
+    StageStats,
+    run_stage,
+)
 from threatroute.streams.runtime.metrics import Metrics
 from threatroute.streams.runtime.step import Stage
 from threatroute.streams.stages.contribute import ContributionsStage
@@ -82,14 +89,17 @@ def run_one(config: Config, stage: Stage, stop: threading.Event, metrics: Metric
     try:
         # an exactly-once stage reads committed records only (its inputs come from
         # transactions); the at-least-once stages read as they always did
-        extra = {"isolation.level": "read_committed"} if stage.exactly_once else {}
+        extra: dict[str, Any] = ({"isolation.level": "read_committed"} if stage.exactly_once
+                                 else {})
         extra.update(stage.consumer_extra)
+        recovery = Recovery(stage.name)
+        extra["error_cb"] = recovery.on_error  # the broker lost: said once, not per retry
         consumer = Consumer(consumer_settings(config, stage.group, **extra))
         commit = commit_strategy(config, stage)
         stage.start()
         return run_stage(stage, consumer, commit, DeadLetters(stage.dead_letter_topic, stage.name),
                          stop, stats, batch_size=batch_size or stage.batch_size or 2000,
-                         metrics=metrics.stage(stage.name))
+                         metrics=metrics.stage(stage.name), recovery=recovery)
     finally:
         stage.close()
 

@@ -143,4 +143,9 @@ def test_run_all_rides_out_a_broker_restart(own_broker, tmp_path):
     assert "Traceback" not in text
     # an outage is one warning per stage's loop (and its readers), not one per retry
     assert len(noisy) <= 15, text[-5000:]
-    assert "Kafka answers again" in text
+    # each stage that said Kafka was failing said, after that, that it answers again
+    failing = set(re.findall(r"loop: (\S+): Kafka failing", text))
+    assert "match" in failing, text[-5000:]
+    for stage in failing:
+        assert text.rfind(f"{stage}: Kafka answers again") > text.rfind(
+            f"{stage}: Kafka failing"), f"{stage} never said it recovered\n{text[-5000:]}"
