@@ -1,4 +1,4 @@
-"""Run-wide settings: the fuzz tests' scale, and the figures they print at the end."""
+"""Run-wide settings: the fuzz tests' scale, and the figures tests print at the end."""
 
 from __future__ import annotations
 
@@ -6,13 +6,17 @@ import os
 
 import pytest
 
-from tests import hostile
+from tests import figures, hostile
 
 # THREATROUTE_FUZZ_SCALE=10 runs ten times the generated inputs (a longer local hunt)
 hostile.SCALE = float(os.environ.get("THREATROUTE_FUZZ_SCALE", "1"))
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for section, lines in figures.FIGURES.items():
+        terminalreporter.section(section)
+        for line in lines:
+            terminalreporter.write_line(line)
     if not hostile.COUNTS:
         return
     terminalreporter.section("hostile input (generated)")

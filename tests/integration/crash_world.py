@@ -76,19 +76,27 @@ class ReferenceEnrichment:
         self.geo.close()
 
 
-def expect(crash: CrashWorld, sample: int = 60) -> None:
+def expect(crash: CrashWorld, per_rule: int = 30) -> None:
     """Fill `crash.expected`; the indexed reference is first checked against the brute-force
-    one on `sample` records."""
+    one on `per_rule` records of each way an owner is found (prefix, ASN, domain, none)."""
     enrichment = ReferenceEnrichment(crash.world)
     try:
         enriched = {key: enrichment.enrich(orjson.loads(value)) for key, value in crash.records}
     finally:
         enrichment.close()
     index = routing_reference.IndexedReference(crash.registry)
-    for key in random.Random(1).sample(sorted(enriched), sample):
-        record = enriched[key]
-        assert index.owner(record) == routing_reference.owner(record, crash.registry), record
-        assert index.recipients(record) == routing_reference.recipients(record, crash.registry)
+    owners = {key: index.owner(record) for key, record in enriched.items()}
+    by_rule: dict[str | None, list[str]] = {}
+    for key, found in owners.items():
+        by_rule.setdefault(found[1].split()[0] if found else None, []).append(key)
+    assert set(by_rule) == {"prefix", "asn", "domain", None}, set(by_rule)
+    rng = random.Random(1)
+    for keys in by_rule.values():
+        for key in rng.sample(keys, min(per_rule, len(keys))):
+            record = enriched[key]
+            assert owners[key] == routing_reference.owner(record, crash.registry), record
+            assert index.recipients(record) == routing_reference.recipients(record,
+                                                                            crash.registry)
     crash.expected = {r["id"]: set() for r in crash.registry}
     for key, record in enriched.items():
         for rid in index.recipients(record):

@@ -41,6 +41,7 @@ import yaml
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
+from tests import figures
 from tests.integration import crash_world
 from tests.integration.conftest import ROOT, threatroute
 from tests.integration.gateway_helpers import config_file, free_port, start, stop
@@ -63,6 +64,11 @@ STAGES = ("asn", "geo", "hoster", "match", "feedback")
 STAGE_INPUT = {"asn": topics.RAW, "geo": topics.ASN, "hoster": topics.GEO,
                "match": topics.ENRICHED, "feedback": topics.FEEDBACK}
 DRAIN_SECONDS = 420
+SECTION = "crash test (kill -9 of every process, one run)"
+
+
+def say(line: str) -> None:
+    figures.report(SECTION, line)
 
 pytestmark = pytest.mark.skipif(not (shared_data() / "asn").is_dir(),
                                 reason=f"shared data not at {shared_data()}")
@@ -285,7 +291,7 @@ def produce(bootstrap: str, topic: str, records: list[tuple[str, bytes]]) -> Non
 def test_every_process_killed_mid_run_loses_and_duplicates_nothing(crash_setup, tmp_path):
     crash_env, world = crash_setup
     seed = int(os.environ.get("THREATROUTE_CRASH_SEED") or random.SystemRandom().randrange(1 << 31))
-    print(f"crash test seed {seed} (THREATROUTE_CRASH_SEED={seed} repeats the kill moments)")
+    say(f"seed {seed} (THREATROUTE_CRASH_SEED={seed} repeats the kill moments)")
     rng, bootstrap = random.Random(seed), crash_env["THREATROUTE_BOOTSTRAP"]
     began = time.monotonic()
     probe = Probe(bootstrap)
@@ -338,7 +344,7 @@ def test_every_process_killed_mid_run_loses_and_duplicates_nothing(crash_setup, 
         processes[name].kill()
         processes[name].start()
         kills.append(f"{name} at {time.monotonic() - started:.1f}s ({note})")
-        print(f"killed {kills[-1]}")
+        say(f"killed {kills[-1]}")
 
     feedback_ids: list[tuple[str, str]] = []
     try:
@@ -367,7 +373,7 @@ def test_every_process_killed_mid_run_loses_and_duplicates_nothing(crash_setup, 
         sender = threading.Thread(target=send_feedback,
                                   args=(bootstrap, feedback_ids[:FEEDBACK_BEFORE_KILL], 0.0))
         sender.start()
-        time.sleep(rng.uniform(0.05, 1.0))
+        time.sleep(rng.uniform(0.02, 0.6))
         kill("feedback", f"{probe.lag('feedback'):,} reports behind")
         sender.join()
         send_feedback(bootstrap, feedback_ids[FEEDBACK_BEFORE_KILL:], 0.5)
@@ -395,16 +401,25 @@ def test_every_process_killed_mid_run_loses_and_duplicates_nothing(crash_setup, 
         while not gateway_up(gateway_port):
             assert time.monotonic() - down < 120, "the gateway did not come back"
             time.sleep(0.2)
-        print(f"gateway answering again {time.monotonic() - down:.1f}s after its kill")
+        say(f"gateway answering again {time.monotonic() - down:.1f}s after its kill")
 
         drain(probe, processes, receiver, hooked, pollers)
     finally:
         for poller in pollers:
             poller.stop.set()
-        for process in processes.values():
-            process.stop()
         receiver.close()
-    print(f"run with kills and drain: {time.monotonic() - started:.0f}s")
+        # every process is stopped even when one does not exit cleanly (the first is raised)
+        failures = []
+        for process in processes.values():
+            try:
+                process.stop()
+            except AssertionError as exc:
+                failures.append(f"{process.name} did not stop cleanly: {exc}")
+        assert not failures, failures[0]
+    tracebacks = [log.name for log in tmp_path.glob("*.log") if "Traceback" in log.read_text()]
+    assert not tracebacks, f"tracebacks logged in {tracebacks}"
+    say(f"{len(world.records):,} indicators, {len(world.registry):,} recipients: run with "
+        f"kills and drain {time.monotonic() - started:.0f}s")
 
     # every alert topic, per (recipient, indicator)
     new: Counter[tuple[str, str]] = Counter()
@@ -423,29 +438,30 @@ def test_every_process_killed_mid_run_loses_and_duplicates_nothing(crash_setup, 
     unexpected = len(set(new) - pairs)
     duplicated = sum(1 for n in new.values() if n > 1)
     # one run: the counts are those of the run in which every process was killed once
-    print(f"crash {','.join(k.split()[0] for k in kills)} (one run, each killed once): "
-          f"missing={missing} unexpected={unexpected} duplicated={duplicated}")
-    print(f"alerts read: {sum(new.values()):,} new (of {len(pairs):,} expected), "
-          f"other notifications {dict(other)}")
+    say(f"crash {','.join(k.split()[0] for k in kills)}: alert topics per (recipient, "
+        f"indicator): missing={missing} unexpected={unexpected} duplicated={duplicated} "
+        f"({sum(new.values()):,} new alerts of {len(pairs):,} expected; other notifications "
+        f"{sum(other.values())})")
 
-    # push: what the receiver got (distinct alert ids: X-Threatroute-Alert-Id, at-least-once)
-    for rid in hooked:
-        got = receiver.received.get(rid, [])
-        sent = alert_ids.get(rid, set())
-        print(f"crash deliver {rid}: missing={len(sent - set(got))} "
-              f"unexpected={len(set(got) - sent)} re-sent={len(got) - len(set(got))} "
-              f"(at-least-once, bound {WEBHOOK_RESEND_BOUND} per kill)")
+    # push: what the receiver got, by distinct X-Threatroute-Alert-Id (at-least-once)
+    got = {rid: receiver.received.get(rid, []) for rid in hooked}
+    resent = {rid: len(ids) - len(set(ids)) for rid, ids in got.items()}
+    say(f"crash deliver: webhooks of {len(hooked)} recipients by distinct alert id: "
+        f"missing={sum(len(alert_ids.get(r, set()) - set(got[r])) for r in hooked)} "
+        f"unexpected={sum(len(set(got[r]) - alert_ids.get(r, set())) for r in hooked)} "
+        f"re-sent={sum(resent.values())} (at most {max(resent.values())} to one recipient; "
+        f"at-least-once allows {WEBHOOK_RESEND_BOUND}, one batch, per kill)")
     # pull: what each TAXII client got across the gateway's kill
-    for poller in pollers:
-        sent = alert_ids.get(poller.recipient, set())
-        print(f"crash gateway {poller.recipient}: missing={len(sent - set(poller.received))} "
-              f"unexpected={len(set(poller.received) - sent)} "
-              f"duplicated={len(poller.received) - len(set(poller.received))} "
-              f"({poller.failures} polls refused while it was down)")
+    pulled = {p.recipient: p.received for p in pollers}
+    say(f"crash gateway: TAXII clients of {len(pollers)} recipients: "
+        f"missing={sum(len(alert_ids.get(r, set()) - set(x)) for r, x in pulled.items())} "
+        f"unexpected={sum(len(set(x) - alert_ids.get(r, set())) for r, x in pulled.items())} "
+        f"duplicated={sum(len(x) - len(set(x)) for x in pulled.values())} "
+        f"({sum(p.failures for p in pollers)} polls refused while it was down)")
     statuses, verdicts, refused = feedback_outputs(bootstrap, {a for a, _ in feedback_ids})
-    print(f"crash feedback reports: {len(feedback_ids)} sent, alerts.status "
-          f"{sum(statuses.values())} for {len(statuses)} alerts, match.feedback "
-          f"{sum(verdicts.values())}, refused {refused}")
+    say(f"crash feedback: {len(feedback_ids)} reports, {FEEDBACK_BEFORE_KILL} before the "
+        f"kill: alerts.status {sum(statuses.values())} records for {len(statuses)} alerts, "
+        f"match.feedback {sum(verdicts.values())} for {len(verdicts)}, refused {refused}")
 
     assert (missing, unexpected, duplicated) == (0, 0, 0)
     assert other == Counter()  # nothing here re-notifies, recurs, reroutes or escalates
