@@ -370,10 +370,11 @@ def test_every_process_killed_mid_run_loses_and_duplicates_nothing(crash_setup, 
         # feedback: reports on alerts already sent, the stage killed while judging them
         ledger = wait_for_ledger(bootstrap, FEEDBACK_BEFORE_KILL + FEEDBACK_AFTER_KILL)
         feedback_ids = ledger[:FEEDBACK_BEFORE_KILL + FEEDBACK_AFTER_KILL]
+        # (killed while the reports are still arriving, so some are never judged before it)
         sender = threading.Thread(target=send_feedback,
-                                  args=(bootstrap, feedback_ids[:FEEDBACK_BEFORE_KILL], 0.0))
+                                  args=(bootstrap, feedback_ids[:FEEDBACK_BEFORE_KILL], 1.0))
         sender.start()
-        time.sleep(rng.uniform(0.02, 0.6))
+        time.sleep(rng.uniform(0.1, 0.9))
         kill("feedback", f"{probe.lag('feedback'):,} reports behind")
         sender.join()
         send_feedback(bootstrap, feedback_ids[FEEDBACK_BEFORE_KILL:], 0.5)
