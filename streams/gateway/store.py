@@ -25,6 +25,7 @@ from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
     KafkaError,
+    KafkaException,
     Message,
     Producer,
     TopicPartition,
@@ -135,6 +136,12 @@ class AlertStore:
                 messages = read_to_end(self._reader, start, READ_DEADLINE)
             except TimeoutError as exc:
                 log.warning("%s; serving what was read", exc)
+                return
+            except KafkaException as exc:
+                # transient (a partition whose leader is still being elected, e.g. topics just
+                # created or a broker restarting): the next request tops up again
+                log.warning("alerts of %s not topped up: %s; serving what was read",
+                            book.recipient, exc.args[0].str() if exc.args else exc)
                 return
         for message in messages:
             book.add(message)
