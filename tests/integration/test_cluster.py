@@ -6,16 +6,20 @@ The project's own command starts a three-node KRaft cluster on loopback (`broker
 match worker is killed (-9) and the broker coordinating the match group is stopped. The run
 finishes on the two brokers left; then every alert topic is read and counted per (recipient,
 indicator) against a routing computed independently of the stages (routing_reference):
-missing, unexpected, and more than one `new` alert, all zero; and every group has rebalanced
-(the surviving match worker owns every partition, no lag anywhere).
+missing, unexpected, and more than one `new` alert, all zero. Recipients acknowledge 200
+alerts, half of them while the broker is gone: each is applied once. Every group has rebalanced
+(the surviving match worker owns every partition, no lag), the survivors stop cleanly, and the
+stopped node rejoins (`broker start --node`).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -26,11 +30,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from tests.integration import routing_reference
-from tests.integration.conftest import ROOT, TEST_PORT, broker_env, threatroute
+from tests.integration.conftest import ROOT, broker_env, threatroute
+from tests.integration.gateway_helpers import free_port
 from tests.integration.test_matching_end_to_end import NETWORKS, SHARED, TLPS, TYPES
 from threatroute import topics
 from threatroute.record import indicator_key, normalise_indicator
@@ -38,8 +43,30 @@ from threatroute.streams.config import PIPELINE_TOPICS
 
 pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared data not at {SHARED}")
 
-# brokers on +2, +4, +6 and controllers on +3, +5, +7: clear of the session broker (+0/+1)
-PORT = TEST_PORT + 2
+NODES = 3
+
+
+def free_ports(count: int = 2 * NODES) -> int:
+    """The first of `count` consecutive free loopback ports: the nodes listen on base, base+2,
+    base+4 and their controllers on base+1, base+3, base+5. TEST_PORT's neighbours are taken
+    by the session's brokers (+0/+1, the secure one +2/+3) while this test runs, so the block
+    is found free (or named by THREATROUTE_CLUSTER_TEST_PORT)."""
+    if os.environ.get("THREATROUTE_CLUSTER_TEST_PORT"):
+        return int(os.environ["THREATROUTE_CLUSTER_TEST_PORT"])
+    for _ in range(100):
+        base = free_port()
+        if base + count <= 65536 and all(_bindable(p) for p in range(base, base + count)):
+            return base
+    raise AssertionError(f"no {count} consecutive free loopback ports")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 STAGES = {"asn": topics.RAW, "geo": topics.ASN, "hoster": topics.GEO,
           "match": topics.ENRICHED, "feedback": topics.FEEDBACK}
 WORKERS = 2
@@ -212,23 +239,27 @@ def _summary(seen: dict) -> dict:
                          "lag": g["total_lag"]} for g in seen.get("groups", [])}
 
 
-def read_topics(bootstrap: str, names: list[str], idle: float = 3.0,
-                timeout: float = 120.0) -> list[tuple[str, bytes | None, dict]]:
+def read_topics(bootstrap: str, names: list[str], timeout: float = 120.0
+                ) -> list[tuple[str, bytes | None, dict]]:
     """Every committed record of `names` (read_committed: aborted transactions are not seen),
-    until each partition is read to its end."""
+    until each partition has reported its end."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"probe-{uuid.uuid4()}",
                          "enable.auto.commit": False, "isolation.level": "read_committed",
-                         "log_level": 3})
+                         "enable.partition.eof": True, "log_level": 3})
     try:
         metadata = consumer.list_topics(timeout=10).topics
-        consumer.assign([TopicPartition(n, p, 0) for n in names for p in metadata[n].partitions])
+        slots = [(n, p) for n in names for p in metadata[n].partitions]
+        consumer.assign([TopicPartition(n, p, 0) for n, p in slots])
         records: list[tuple[str, bytes | None, dict]] = []
-        deadline, quiet = time.monotonic() + timeout, time.monotonic()
-        while time.monotonic() < deadline and time.monotonic() - quiet < idle:
-            batch = [m for m in consumer.consume(1000, timeout=0.5) if m.error() is None]
-            if batch:
-                quiet = time.monotonic()
-            records += [(m.topic(), m.key(), json.loads(m.value())) for m in batch]
+        ended: set[tuple[str, int]] = set()
+        deadline = time.monotonic() + timeout
+        while len(ended) < len(slots):
+            assert time.monotonic() < deadline, f"not read to the end in {timeout:.0f}s"
+            for m in consumer.consume(1000, timeout=0.5):
+                if m.error() is None:
+                    records.append((m.topic(), m.key(), json.loads(m.value())))
+                elif m.error().code() == KafkaError._PARTITION_EOF:
+                    ended.add((m.topic(), m.partition()))
         return records
     finally:
         consumer.close()
@@ -245,22 +276,34 @@ def leader_counts(bootstrap: str) -> Counter[int]:
                    for p in t.partitions.values())
 
 
-def replication_of(bootstrap: str, names: list[str]) -> dict[str, tuple[int, str]]:
-    """(replicas of each partition, min.insync.replicas) per topic, as the cluster has them."""
-    client = AdminClient({"bootstrap.servers": bootstrap})
-    metadata = client.list_topics(timeout=10).topics
+def replication_of(bootstrap: str, names: list[str], timeout: float = 60.0
+                   ) -> dict[str, tuple[int, str]]:
+    """(replicas of each partition, min.insync.replicas) per topic, as the cluster has them.
+
+    A topic just created may be unknown for a moment to a broker other than the one that
+    confirmed it (each applies the controller's metadata in its own time): asked again."""
+    client = AdminClient({"bootstrap.servers": bootstrap, "log_level": 3})
     resources = [ConfigResource(ConfigResource.Type.TOPIC, n) for n in names]
-    configs = {r.name: f.result() for r, f in client.describe_configs(resources).items()}
-    return {n: (min(len(p.replicas) for p in metadata[n].partitions.values()),
-                configs[n]["min.insync.replicas"].value) for n in names}
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            metadata = client.list_topics(timeout=10).topics
+            configs = {r.name: f.result() for r, f in client.describe_configs(resources).items()}
+            return {n: (min(len(p.replicas) for p in metadata[n].partitions.values()),
+                        configs[n]["min.insync.replicas"].value) for n in names}
+        except (KafkaException, KeyError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
 
 
 def test_three_brokers_lose_one_and_a_worker_and_nothing_is_lost_or_doubled(tmp_path):
-    env = broker_env(tmp_path / "state", PORT)
-    bootstrap = ",".join(f"127.0.0.1:{PORT + 2 * i}" for i in range(3))
+    port = free_ports()
+    env = broker_env(tmp_path / "state", port)
+    bootstrap = ",".join(f"127.0.0.1:{port + 2 * i}" for i in range(NODES))
     workers: list[Worker] = []
     try:
-        started = threatroute("broker", "start", "--nodes", "3", env=env, timeout=240)
+        started = threatroute("broker", "start", "--nodes", str(NODES), env=env, timeout=240)
         assert f"bootstrap {bootstrap}".encode() in started.stdout, started.stdout
         threatroute("topics", "create", env=env)
         names = list(PIPELINE_TOPICS)
@@ -343,6 +386,10 @@ def test_three_brokers_lose_one_and_a_worker_and_nothing_is_lost_or_doubled(tmp_
         internal = replication_of(bootstrap, ["__consumer_offsets", "__transaction_state"])
         assert set(internal.values()) == {(3, "2")}
 
+        # the stopped node comes back into the cluster
+        threatroute("broker", "start", "--node", str(lost), env=env, timeout=240)
+        assert threatroute("broker", "status", env=env).returncode == 0
+
         # no surviving worker stopped on the way (the feedback stage too: it reads the ledger
         # and status tables through the loss), and every group has rebalanced and drained
         survivors = [w for w in workers if w is not victim]
@@ -357,6 +404,10 @@ def test_three_brokers_lose_one_and_a_worker_and_nothing_is_lost_or_doubled(tmp_
         print(f"feedback: {len(answered)} acknowledgements posted, {once} applied once, "
               f"{sum(n > 1 for n in statuses.values())} more than once, {len(refused)} refused")
         assert (once, len(refused)) == (len(answered), 0)
+
+        # and every survivor stops cleanly on SIGTERM
+        codes = {f"{w.stage}-{i}": w.stop() for i, w in enumerate(survivors)}
+        assert set(codes.values()) == {0}, codes
     finally:
         codes = {f"{w.stage}-{i}": w.stop() for i, w in enumerate(workers)}
         threatroute("broker", "stop", env=env, check=False, timeout=120)
@@ -378,7 +429,7 @@ def _await_alerts(bootstrap: str, alert_topics: list[str], timeout: float = 180.
     """Until the match stage has committed some alerts: the pipeline is running."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if read_topics(bootstrap, alert_topics[:3], idle=0.5, timeout=5):
+        if read_topics(bootstrap, alert_topics[:3]):
             return
         time.sleep(1)
     raise AssertionError(f"no alert within {timeout:.0f}s")
