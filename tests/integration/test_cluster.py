@@ -33,6 +33,7 @@ import yaml
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
 
+from tests import figures
 from tests.integration import routing_reference
 from tests.integration.conftest import ROOT, broker_env, threatroute
 from tests.integration.gateway_helpers import free_port
@@ -44,6 +45,7 @@ from threatroute.streams.config import PIPELINE_TOPICS
 pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared data not at {SHARED}")
 
 NODES = 3
+SECTION = "cluster test (3 brokers, one stopped; a match worker killed)"
 
 
 def free_ports(count: int = 2 * NODES) -> int:
@@ -136,7 +138,8 @@ def world(rng: random.Random, count: int) -> list[dict]:
         record = {"classification": {"type": rng.choice(TYPES)}, "tlp": rng.choice(TLPS),
                   "feed": {"name": "cluster", "accuracy": rng.choice([20, 45, 60, 90, 100])}}
         if i % 4 == 3:
-            host = rng.choice(["www.", "shop.", "", "a.b."]) + f"d{rng.randrange(5)}.cluster.example"
+            prefix = rng.choice(["www.", "shop.", "", "a.b."])
+            host = f"{prefix}d{rng.randrange(5)}.cluster.example"
             record["source"] = {"url": f"http://{host}/p{i}"}
             if i % 8 == 3:
                 record["source"]["ip"] = "81.2.69.142"
@@ -376,10 +379,11 @@ def test_three_brokers_lose_one_and_a_worker_and_nothing_is_lost_or_doubled(tmp_
         missing = len(expected - {p for p, n in news.items() if n})
         unexpected = len(delivered - expected)
         doubled = sum(1 for n in news.values() if n > 1)
-        print(f"cluster run: {len(expected)} expected alerts, {sum(news.values())} new alerts "
-              f"sent; missing {missing}, unexpected {unexpected}, more than one new {doubled} "
-              f"(node {lost}, leader of {led} partitions and the match group's coordinator, stopped; "
-              "a match worker killed)")
+        figures.report(SECTION, (
+            f"cluster run: {len(expected)} expected alerts, {sum(news.values())} new alerts "
+            f"sent; missing {missing}, unexpected {unexpected}, more than one new {doubled} "
+            f"(node {lost}, leader of {led} partitions and the match group's coordinator, "
+            "stopped; a match worker killed)"))
         assert (missing, unexpected, doubled) == (0, 0, 0)
 
         # the offsets and transaction logs are replicated as the topics are
@@ -401,8 +405,9 @@ def test_three_brokers_lose_one_and_a_worker_and_nothing_is_lost_or_doubled(tmp_
                            if v.get("status") == "acknowledged")
         refused = read_topics(bootstrap, [topics.FEEDBACK_INVALID])
         once = sum(statuses[alert_id] == 1 for _, alert_id in answered)
-        print(f"feedback: {len(answered)} acknowledgements posted, {once} applied once, "
-              f"{sum(n > 1 for n in statuses.values())} more than once, {len(refused)} refused")
+        figures.report(SECTION, (
+            f"cluster feedback: {len(answered)} acknowledgements posted, {once} applied once, "
+            f"{sum(n > 1 for n in statuses.values())} more than once, {len(refused)} refused"))
         assert (once, len(refused)) == (len(answered), 0)
 
         # and every survivor stops cleanly on SIGTERM
