@@ -7,18 +7,30 @@ import time
 import uuid
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+LEADERLESS = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE)
+NO_COORDINATOR_YET = (KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_NOT_AVAILABLE,
+                      KafkaError.COORDINATOR_LOAD_IN_PROGRESS)
 
 
-def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"probe-{uuid.uuid4()}",
-                         "log_level": 3})
-    try:
-        metadata = consumer.list_topics(topic, timeout=10).topics[topic]
-        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                for p in metadata.partitions}
-    finally:
-        consumer.close()
+def end_offsets(bootstrap: str, topic: str, timeout: float = 30.0) -> dict[int, int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        consumer = Consumer({"bootstrap.servers": bootstrap,
+                             "group.id": f"probe-{uuid.uuid4()}", "log_level": 3})
+        try:
+            metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+            return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                    for p in metadata.partitions}
+        except KafkaException as exc:
+            # a broker just started answers NOT_LEADER_FOR_PARTITION for topics just created
+            # for a moment, and a client that asked keeps getting it: ask again with a new one
+            if exc.args[0].code() not in LEADERLESS or time.monotonic() > deadline:
+                raise
+        finally:
+            consumer.close()
+        time.sleep(0.5)
 
 
 def read_since(bootstrap: str, topic: str, since: dict[int, int] | None,
@@ -78,6 +90,11 @@ def wait_drained(bootstrap: str, timeout: float = 180.0,
                                "log_level": 3})
             try:
                 committed = reader.committed([TopicPartition(topic, p) for p in ends], timeout=10)
+            except KafkaException as exc:  # a broker just started: its offsets topic is new
+                if exc.args[0].code() not in NO_COORDINATOR_YET:
+                    raise
+                lag[group] = -1  # unknown: ask again
+                continue
             finally:
                 reader.close()
             positions = {tp.partition: max(tp.offset, 0) for tp in committed}
