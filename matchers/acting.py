@@ -127,7 +127,8 @@ class FeedbackRouting:
         """Start watching a new owner alert (for escalation and a possible reroute)."""
         ctype = str((record.get("classification") or {}).get("type", ""))
         item = Watched(state.alert_id, state.recipient, state.indicator_key, ctype,
-                       now.replace(microsecond=0).isoformat(), dict(record))
+                       now.replace(microsecond=0).isoformat(),
+                       record if isinstance(record, dict) else dict(record))
         self.watched.setdefault(partition, {})[item.alert_id] = item
         return [Emit(WATCH, item.alert_id, item.to_json(), partition)]
 

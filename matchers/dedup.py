@@ -13,7 +13,7 @@ and asks `decide` what a new sighting means:
 from __future__ import annotations
 
 import secrets
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
@@ -51,7 +51,11 @@ class AlertState:
     recurrence: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        # spelled out: dataclasses.asdict deep-copies, and this runs per alert
+        return {"alert_id": self.alert_id, "recipient": self.recipient,
+                "indicator_key": self.indicator_key, "first_seen": self.first_seen,
+                "last_seen": self.last_seen, "last_notified": self.last_notified,
+                "count": self.count, "recurrence": self.recurrence}
 
     @classmethod
     def from_json(cls, value: dict[str, Any]) -> AlertState:

@@ -22,7 +22,7 @@ with a fake one.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -55,9 +55,14 @@ class Watched:
     escalated_to: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        value = asdict(self)
-        value["escalated_to"] = list(self.escalated_to)
-        return value
+        # spelled out, the indicator not deep-copied (dataclasses.asdict would): records are
+        # not changed once made, and this runs per owner alert
+        return {"alert_id": self.alert_id, "recipient": self.recipient,
+                "indicator_key": self.indicator_key, "classification": self.classification,
+                "sent_at": self.sent_at,
+                "indicator": self.indicator if isinstance(self.indicator, dict)
+                else dict(self.indicator),
+                "status": self.status, "level": self.level, "escalated_to": list(self.escalated_to)}
 
     @classmethod
     def from_json(cls, value: Mapping[str, Any]) -> Watched:

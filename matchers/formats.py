@@ -14,9 +14,11 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import orjson
+
 from threatroute.matchers.dedup import Action, AlertState
 from threatroute.matchers.intelmq import intelmq_event
-from threatroute.matchers.privacy import DEFAULT, AlertContent, redact_alert
+from threatroute.matchers.privacy import DEFAULT, AlertContent, redact_alert, redact_indicator
 from threatroute.matchers.stix import stix_bundle
 from threatroute.registry import FORMATS  # the formats a recipient may ask for, defined there
 
@@ -33,7 +35,7 @@ def alert_record(state: AlertState, action: Action, indicator: Mapping[str, Any]
         "recipient": state.recipient,
         "indicator_key": state.indicator_key,
         "notification": action.value,
-        "indicator": dict(indicator),
+        "indicator": indicator,  # not copied: records are not changed once made
         "reasons": list(reasons),
         "first_seen": state.first_seen,
         "last_seen": state.last_seen,
@@ -43,18 +45,41 @@ def alert_record(state: AlertState, action: Action, indicator: Mapping[str, Any]
     }
 
 
-def render(alert: Mapping[str, Any], fmt: str, content: AlertContent = DEFAULT) -> bytes:
+def render(alert: Mapping[str, Any], fmt: str, content: AlertContent = DEFAULT,
+           indicator_json: bytes | None = None) -> bytes:
     """The bytes for the recipient's topic: the alert as `content` allows (matchers/privacy.py:
-    by default no victim fields, secrets in URLs masked), in the recipient's format."""
+    by default no victim fields, secrets in URLs masked), in the recipient's format.
+
+    `indicator_json`: `redacted_json(alert["indicator"], content)`, made once by a caller that
+    renders one indicator for many recipients (used by the JSON format, which embeds it)."""
+    if fmt == "json" and indicator_json is not None:
+        try:
+            return orjson.dumps({**alert, "indicator": orjson.Fragment(indicator_json)})
+        except TypeError:
+            pass  # something orjson refuses beside the indicator: the general way below
     alert = redact_alert(alert, content)
     if fmt == "stix":
-        return json.dumps(stix_bundle(alert), separators=(",", ":"), ensure_ascii=False).encode()
+        return json_bytes(stix_bundle(alert))
     if fmt == "intelmq":
-        return json.dumps(intelmq_event(alert), separators=(",", ":"),
-                          ensure_ascii=False).encode()
+        return json_bytes(intelmq_event(alert))
     if fmt == "csv":
         return csv_row(alert).encode()
-    return json.dumps(alert, separators=(",", ":"), ensure_ascii=False).encode()
+    return json_bytes(alert)
+
+
+def redacted_json(indicator: Mapping[str, Any], content: AlertContent = DEFAULT) -> bytes:
+    """The indicator as `content` allows, as JSON (for `render`'s `indicator_json`)."""
+    return json_bytes(redact_indicator(indicator, content))
+
+
+def json_bytes(value: Any) -> bytes:
+    """Compact UTF-8 JSON. orjson (several times faster than json, per alert); json for what
+    orjson refuses (an integer beyond 64 bits, a lone surrogate)."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode(
+            errors="replace")
 
 
 def csv_row(alert: Mapping[str, Any]) -> str:
@@ -71,4 +96,5 @@ def csv_row(alert: Mapping[str, Any]) -> str:
     return out.getvalue()
 
 
-__all__ = ["CSV_COLUMNS", "FORMATS", "alert_record", "csv_row", "render", "stix_bundle"]
+__all__ = ["CSV_COLUMNS", "FORMATS", "alert_record", "csv_row", "json_bytes", "redacted_json",
+           "render", "stix_bundle"]

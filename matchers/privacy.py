@@ -23,7 +23,7 @@ the ledger (internal) keeps the whole record.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,40 +115,45 @@ def mask_url(url: str) -> str:
     return base
 
 
-def _drop(record: dict[str, Any], dotted: str) -> None:
-    *parents, last = dotted.split(".")
-    node: Any = record
-    for part in parents:
-        node = node.get(part) if isinstance(node, dict) else None
-        if not isinstance(node, dict):
-            return
-    node.pop(last, None)
-
-
-def _copy(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_copy(v) for v in value]
-    return value
+def _parent(record: dict[str, Any], path: Sequence[str]) -> dict[str, Any] | None:
+    """The object holding `path`'s last part, if `path` leads to a value; every object on the
+    way is replaced by a copy first (copy on write: what is not changed stays shared)."""
+    node = record
+    for part in path[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            return None
+        node[part] = child = dict(child)
+        node = child
+    return node if path[-1] in node else None
 
 
 def redact_indicator(indicator: Mapping[str, Any], content: AlertContent = DEFAULT
                      ) -> dict[str, Any]:
-    """A copy of `indicator` carrying only what `content` allows."""
-    record: dict[str, Any] = _copy(dict(indicator))
+    """A copy of `indicator` carrying only what `content` allows. Only the objects it changes
+    are copied; the rest is shared with `indicator` (records are not changed once made, and
+    a full copy per alert cost more than the rest of rendering)."""
+    record: dict[str, Any] = dict(indicator)
     if not content.destination:
         record.pop("destination", None)
     for dotted in content.omit:
-        _drop(record, dotted)
+        parent = _parent(record, dotted.split("."))
+        if parent is not None:
+            del parent[dotted.rsplit(".", 1)[-1]]
     if content.mask_url_secrets:
         for path in URL_FIELDS:
-            node: Any = record
-            for part in path[:-1]:
-                node = node.get(part) if isinstance(node, dict) else None
-            if isinstance(node, dict) and isinstance(node.get(path[-1]), str):
-                node[path[-1]] = mask_url(node[path[-1]])
+            url = _string_at(record, path)
+            masked = mask_url(url) if url is not None else url
+            if masked != url and (parent := _parent(record, path)) is not None:
+                parent[path[-1]] = masked
     return record
+
+
+def _string_at(record: Mapping[str, Any], path: Sequence[str]) -> str | None:
+    node: Any = record
+    for part in path:
+        node = node.get(part) if isinstance(node, dict) else None
+    return node if isinstance(node, str) else None
 
 
 def redact_alert(alert: Mapping[str, Any], content: AlertContent = DEFAULT) -> dict[str, Any]:

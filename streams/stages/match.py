@@ -28,13 +28,14 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
+import orjson
 from confluent_kafka import Message
 
 from threatroute import topics
 from threatroute.expiry import stale_remediations
 from threatroute.matchers.acting import Emit, FeedbackRouting
 from threatroute.matchers.dedup import Action, AlertState, DedupPolicy
-from threatroute.matchers.formats import render
+from threatroute.matchers.formats import json_bytes, redacted_json, render
 from threatroute.matchers.index import MatchIndex
 from threatroute.matchers.privacy import DEFAULT as PRIVATE
 from threatroute.matchers.privacy import AlertContent, content_of
@@ -42,6 +43,7 @@ from threatroute.matchers.routing import expired_keys
 from threatroute.record import indicator_key
 from threatroute.registry import Recipient
 from threatroute.streams.config import Config
+from threatroute.streams.runtime import heap
 from threatroute.streams.runtime.registry import ensure_recipient_topics, registry_view
 from threatroute.streams.runtime.step import (
     BaseStage,
@@ -82,6 +84,7 @@ class Routing:
         index = MatchIndex.build(recipients.values(), default_tlp=self._config.default_tlp)
         # readers see old or new, never a mix
         self.index, self.formats, self.contents = index, formats, contents
+        heap.freeze()
         log.info("match index rebuilt: %d recipients", len(recipients))
 
 
@@ -217,7 +220,20 @@ class MatchStage(BaseStage):
 
     def carry(self, emits: list[Emit], step: Step) -> None:
         """The pure decisions' records into the batch: states through their table, alerts
-        rendered in the recipient's format, the rest as they are."""
+        rendered in the recipient's format, the rest as they are.
+
+        The emits of one record share its indicator (the same object): its JSON, and each
+        redaction of it a recipient's alert content asks for, is made once and embedded."""
+        made: dict[tuple[int, AlertContent | None], bytes] = {}  # (id(indicator), content)
+
+        def indicator_json(indicator: Any, content: AlertContent | None) -> bytes:
+            key = (id(indicator), content)  # the objects live as long as `emits`
+            found = made.get(key)
+            if found is None:
+                found = made[key] = json_bytes(indicator) if content is None \
+                    else redacted_json(indicator, content)
+            return found
+
         for e in emits:
             if e.topic == topics.MATCH_STATE and e.partition is not None:
                 if e.value is None:
@@ -226,9 +242,16 @@ class MatchStage(BaseStage):
                     self.states.put(e.partition, e.key, AlertState.from_json(dict(e.value)))
             elif e.alert and e.value is not None:
                 rid = e.topic.removeprefix(topics.ALERTS_PREFIX)
+                fmt = self.routing.formats.get(rid, "json")
+                content = self.routing.contents.get(rid, PRIVATE)
+                indicator = e.value.get("indicator")
                 step.send(Output(e.topic, e.key, render(
-                    e.value, self.routing.formats.get(rid, "json"),
-                    self.routing.contents.get(rid, PRIVATE))))
+                    e.value, fmt, content, indicator_json(indicator, content)
+                    if fmt == "json" and isinstance(indicator, dict) else None)))
+            elif e.value is not None and isinstance(e.value.get("indicator"), dict):
+                step.send(Output(e.topic, e.key, _embedding(
+                    e.value, indicator_json(e.value["indicator"], None)), e.partition,
+                    counted=False))
             else:
                 step.send(Output(e.topic, e.key, None if e.value is None else dict(e.value),
                                  e.partition, counted=False))
@@ -270,6 +293,15 @@ class MatchStage(BaseStage):
         self.registry.stop()
         self.remediations.stop()
         self.trust_view.stop()
+
+
+def _embedding(value: Mapping[str, Any], indicator: bytes) -> bytes | dict[str, Any]:
+    """`value` as JSON with its indicator's JSON embedded as it is (the ledger and watch
+    records of one indicator share it); as a dict for the loop if orjson refuses the rest."""
+    try:
+        return orjson.dumps({**value, "indicator": orjson.Fragment(indicator)})
+    except TypeError:
+        return dict(value)
 
 
 def _json(value: Any) -> Any:

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from threatroute.errors import InvalidRecord
-from threatroute.matchers.formats import csv_row, render
+from threatroute.matchers.formats import csv_row, redacted_json, render
 from threatroute.matchers.privacy import (
     DEFAULT,
     MASK,
@@ -75,9 +75,32 @@ def test_a_recipient_can_be_given_more_or_less() -> None:
     more = redact_indicator(_indicator(), AlertContent(destination=True, mask_url_secrets=False))
     assert more["destination"]["ip"] == "198.51.100.23"
     assert more["source"]["url"] == PHISH
-    less = redact_indicator(_indicator(), AlertContent(omit=("extra.dns", "source.ip", "x.y")))
+    indicator = _indicator()
+    less = redact_indicator(indicator, AlertContent(omit=("extra.dns", "source.ip", "x.y")))
     assert "dns" not in less["extra"] and "ip" not in less["source"]
     assert less["extra"]["campaign"] == "c-1"
+    assert indicator == _indicator(), "only copies of the input's objects are changed"
+    assert less["feed"] is indicator["feed"], "what is not changed is shared, not copied"
+
+
+@pytest.mark.parametrize("content", [DEFAULT, AlertContent(destination=True),
+                                     AlertContent(omit=("extra.dns", "source.port"))])
+def test_an_alert_rendered_around_its_indicators_json_is_the_same_alert(
+        content: AlertContent) -> None:
+    """The match stage serialises an indicator once per alert content and embeds it."""
+    alert = _alert()
+    alert["indicator"]["extra"]["note"] = "caf\u00e9 \u2603"  # not ASCII: kept as it is
+    embedded = render(alert, "json", content, redacted_json(alert["indicator"], content))
+    assert json.loads(embedded) == json.loads(render(alert, "json", content))
+    assert "caf\u00e9".encode() in embedded
+
+
+def test_json_that_orjson_refuses_is_still_rendered() -> None:
+    alert = _alert()
+    alert["indicator"]["extra"]["big"] = 2**70  # beyond 64 bits
+    assert json.loads(render(alert, "json"))["indicator"]["extra"]["big"] == 2**70
+    assert json.loads(render(alert, "json", DEFAULT, redacted_json(alert["indicator"])))[
+        "indicator"]["extra"]["big"] == 2**70
 
 
 @pytest.mark.parametrize("fmt", ["json", "stix", "csv"])
