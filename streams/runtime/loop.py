@@ -51,6 +51,9 @@ from threatroute.streams.runtime.step import (
 )
 
 log = logging.getLogger(__name__)
+# the longest a batch waits to fill while records are arriving (seconds): each consuming stage
+# adds up to this much to raw-to-alert latency below full speed
+BUSY_POLL = 0.05
 
 
 @dataclass
@@ -226,7 +229,7 @@ def rewind(consumer: Consumer, stage: Stage) -> None:
 
 
 def subscribe(consumer: Consumer, stage: Stage, metrics: StageMetrics | None,
-              recovery: Recovery | None = None) -> None:
+              recovery: Recovery | None = None, commit: CommitStrategy | None = None) -> None:
     def guarded(hook: Callable[[list[Slot]], None], partitions: list[TopicPartition]) -> None:
         # a hook that cannot reach Kafka (restoring a table) must not fail the poll: the loop
         # rewinds and runs the hooks again once Kafka answers
@@ -238,7 +241,12 @@ def subscribe(consumer: Consumer, stage: Stage, metrics: StageMetrics | None,
                 raise
             recovery.hook_fault = fault
 
+    def flushed(_slots: list[Slot]) -> None:
+        if commit is not None:  # what the open commit holds of them is committed first
+            commit.flush(consumer)
+
     def revoked(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        guarded(flushed, partitions)  # if it fails, the loop aborts it and rewinds
         guarded(stage.revoked, partitions)
         if metrics:
             metrics.forget_partitions(partitions)
@@ -264,27 +272,41 @@ def run_stage(stage: Stage, consumer: Consumer, commit: CommitStrategy, failure:
     the stage's partition hooks and closes it at the end. Records carrying the header
     `stage.skip_header` are committed past without processing (streams/runtime/chain.py).
     `recovery`: made by the caller when the consumer reports to its `on_error` (error_cb).
+
+    A batch is committed with the next ones, within the commit interval (`commit`); the
+    stage's `committed` and the figures follow once it is.
     """
     stats = stats or StageStats()
     due = [time.monotonic() + p.seconds for p in stage.periodic]
     recovery = recovery or Recovery(stage.name or stage.group)
-    subscribe(consumer, stage, metrics, recovery)
+    subscribe(consumer, stage, metrics, recovery, commit)
+    busy = False
     try:
         while not stop.is_set():
-            in_flight = False
+            waiting = commit.due()  # an open commit: poll no longer than until it is due
+            in_flight = waiting is not None  # its batches are redone if anything fails
             try:
                 if recovery.pending:
                     recovery.settle(consumer, stage, commit)
-                messages = [m for m in consumer.consume(num_messages=batch_size,
-                                                        timeout=poll_timeout)
-                            if not _is_error(m, recovery)]
+                    waiting, in_flight = None, False
+                # librdkafka's batch consume waits until the batch is full or the timeout:
+                # idle, the first record is taken at once; busy, a batch waits at most
+                # BUSY_POLL
+                size, wait = (batch_size, min(BUSY_POLL, poll_timeout)) if busy \
+                    else (1, poll_timeout)
+                messages = [m for m in consumer.consume(
+                    num_messages=size, timeout=wait if waiting is None else min(waiting, wait))
+                    if not _is_error(m, recovery)]
+                busy = bool(messages)
                 if recovery.hook_fault is not None:  # tables not restored: redo from commit
                     hook_fault, recovery.hook_fault = recovery.hook_fault, None
                     stop.wait(recovery.failed(hook_fault, in_flight=True))
                     continue
-                in_flight = bool(messages)
+                in_flight = in_flight or bool(messages)
                 ticking = [i for i, at in enumerate(due) if time.monotonic() >= at]
                 if not messages and not ticking:
+                    commit.flush(consumer)  # nothing more came: commit what is open
+                    in_flight = False
                     stage.catch_up(busy=False)
                     if recovery.outage.down and _probe(consumer, stage):
                         recovery.healthy()
@@ -297,6 +319,11 @@ def run_stage(stage: Stage, consumer: Consumer, commit: CommitStrategy, failure:
                     # a producer that lived through the outage can hang in its next
                     # transactional call (librdkafka #5456): the batch gets a fresh one
                     recovery.broker_lost = False
+                    if commit.due() is not None:
+                        # batches of the open transaction went through that producer too:
+                        # abandoned with it, and redone from the committed offsets
+                        recovery.recreate = recovery.rewind = True
+                        continue
                     commit.abort(recreate=True)
                 if _run_batch(stage, consumer, commit, failure, messages, ticking, due, stats,
                               metrics):
@@ -308,6 +335,7 @@ def run_stage(stage: Stage, consumer: Consumer, commit: CommitStrategy, failure:
                         _abandon(commit, recovery)
                     raise
                 stop.wait(recovery.failed(fault, in_flight))
+        _finish(commit, consumer, recovery)
     finally:
         if recovery.rewind:
             _abandon(commit, recovery)
@@ -343,17 +371,32 @@ def _run_batch(stage: Stage, consumer: Consumer, commit: CommitStrategy,
         commit.produce(output.topic, encode(value) if isinstance(value, dict) else value,
                        output.key, output.partition,
                        list(output.headers) if output.headers else None)
-    commit.commit(consumer, offsets)
-    stage.committed(step)
-    stats.consumed += len(messages)
-    stats.produced += produced
-    stats.refused += len(step.refused)
-    stats.batches += 1 if messages else 0
-    if metrics:
-        metrics.batch(len(messages), produced, len(step.refused),
-                      time.perf_counter() - started, step.observed)
-        metrics.lag(consumer)
+    seconds = time.perf_counter() - started
+
+    def done() -> None:  # once the batch is committed: the stage's accounts, the figures
+        stage.committed(step)
+        stats.consumed += len(messages)
+        stats.produced += produced
+        stats.refused += len(step.refused)
+        stats.batches += 1 if messages else 0
+        if metrics:
+            metrics.batch(len(messages), produced, len(step.refused), seconds, step.observed)
+            metrics.lag(consumer)
+
+    commit.commit(consumer, offsets, done)
     return True
+
+
+def _finish(commit: CommitStrategy, consumer: Consumer, recovery: Recovery) -> None:
+    """Stopping: commit what is open; if Kafka refuses, abandon it (redone by the next owner)."""
+    if recovery.pending:
+        return  # the open batches are abandoned below, in `finally`
+    try:
+        commit.flush(consumer)
+    except Exception as exc:
+        log.warning("%s: could not commit the open batches when stopping: %s",
+                    recovery.stage, exc)
+        _abandon(commit, recovery)
 
 
 def _abandon(commit: CommitStrategy, recovery: Recovery) -> None:
