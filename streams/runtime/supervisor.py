@@ -29,6 +29,7 @@ from threatroute.streams.kafka.transactions import (
     InTransaction,
     transactional_producer,
 )
+from threatroute.streams.runtime import heap
 from threatroute.streams.runtime.chain import FusedChain
 from threatroute.streams.runtime.loop import (
     DeadLetters,
@@ -97,6 +98,7 @@ def run_one(config: Config, stage: Stage, stop: threading.Event, metrics: Metric
         consumer = Consumer(consumer_settings(config, stage.group, **extra))
         commit = commit_strategy(config, stage)
         stage.start()
+        heap.freeze()  # its data is loaded and its indexes built
         return run_stage(stage, consumer, commit, DeadLetters(stage.dead_letter_topic, stage.name),
                          stop, stats, batch_size=batch_size or stage.batch_size or 2000,
                          metrics=metrics.stage(stage.name), recovery=recovery)

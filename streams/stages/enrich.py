@@ -22,6 +22,7 @@ from threatroute.errors import ConfigError
 from threatroute.matchers.ownership import OwnershipIndex
 from threatroute.registry import Recipient
 from threatroute.streams.config import Config
+from threatroute.streams.runtime import heap
 from threatroute.streams.runtime.registry import registry_view
 from threatroute.streams.runtime.step import BaseStage, Input, Output, Step, indicator_contract
 
@@ -159,6 +160,7 @@ class LiveOwnership:
 
     def rebuild(self, recipients: Mapping[str, Recipient]) -> None:
         self.index = OwnershipIndex.build(recipients.values())  # one assignment: atomic swap
+        heap.freeze()
         log.info("ownership index rebuilt: %d recipients", len(recipients))
 
 
