@@ -117,7 +117,8 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, default=Path(".threatroute/bench"))
     parser.add_argument("--profile", choices=("chain", "match"), default=None)
     parser.add_argument("--no-freeze", action="store_true",
-                        help="leave the loaded data to the cyclic GC (measures what streams/runtime/heap.py saves)")
+                        help="leave the loaded data to the cyclic GC (what "
+                             "streams/runtime/heap.py saves)")
     args = parser.parse_args()
     world = build_world(args.workdir.resolve() / "world")
     config = load_config()
