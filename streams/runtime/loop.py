@@ -242,7 +242,7 @@ def subscribe(consumer: Consumer, stage: Stage, metrics: StageMetrics | None,
             recovery.hook_fault = fault
 
     def flushed(_slots: list[Slot]) -> None:
-        if commit is not None:  # what the open commit holds of them is committed first
+        if commit is not None:  # what the open commit holds is committed first
             commit.flush(consumer)
 
     def revoked(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -251,9 +251,13 @@ def subscribe(consumer: Consumer, stage: Stage, metrics: StageMetrics | None,
         if metrics:
             metrics.forget_partitions(partitions)
 
-    consumer.subscribe(list(stage.subscription),
-                       on_assign=lambda _consumer, partitions: guarded(stage.assigned, partitions),
-                       on_revoke=revoked, on_lost=revoked)
+    def assigned(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # restoring tables can take longer than a transaction may stay open: commit first
+        guarded(flushed, partitions)
+        guarded(stage.assigned, partitions)
+
+    consumer.subscribe(list(stage.subscription), on_assign=assigned, on_revoke=revoked,
+                       on_lost=revoked)
 
 
 def _slots(partitions: list[TopicPartition]) -> list[Slot]:
