@@ -127,19 +127,19 @@ class AlertStore:
     def _top_up(self, book: AlertBook) -> None:
         topic = topics.alerts_topic(book.recipient)
         with self._reader_lock:
-            metadata = self._reader.list_topics(topic, timeout=10).topics.get(topic)
-            if metadata is None or metadata.error is not None:
-                return  # no alerts yet: the topic appears with the first import
-            start = [TopicPartition(topic, p, book.positions.get(p, OFFSET_BEGINNING))
-                     for p in metadata.partitions]
             try:
+                metadata = self._reader.list_topics(topic, timeout=10).topics.get(topic)
+                if metadata is None or metadata.error is not None:
+                    return  # no alerts yet: the topic appears with the first import
+                start = [TopicPartition(topic, p, book.positions.get(p, OFFSET_BEGINNING))
+                         for p in metadata.partitions]
                 messages = read_to_end(self._reader, start, READ_DEADLINE)
             except TimeoutError as exc:
                 log.warning("%s; serving what was read", exc)
                 return
             except KafkaException as exc:
-                # transient (a partition whose leader is still being elected, e.g. topics just
-                # created or a broker restarting): the next request tops up again
+                # transient (the broker unreachable or restarting, a partition whose leader is
+                # still being elected): the next request tops up again
                 log.warning("alerts of %s not topped up: %s; serving what was read",
                             book.recipient, exc.args[0].str() if exc.args else exc)
                 return
