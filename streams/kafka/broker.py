@@ -31,6 +31,7 @@ import os
 import resource
 import shutil
 import signal
+import socket
 import string
 import subprocess
 import time
@@ -519,6 +520,8 @@ def start(config: Config, wait_seconds: float = 90.0, secure: bool = False,
         os.chmod(n.paths.root, 0o700)  # holds the broker's secrets in secure mode
         _render_properties(config, every, n, secure)
         _format_storage(java, libs, n.paths, config, secure, shared_id)
+    for n in starting:
+        _await_free_ports(n, PORT_WAIT_SECONDS)
     processes = {n.id: _launch(java, libs, config, n) for n in starting}
     _await_serving(config, starting, processes, bootstrap, wait_seconds)
     for n in starting:
@@ -534,6 +537,35 @@ def start(config: Config, wait_seconds: float = 90.0, secure: bool = False,
     for line in limits_advice():
         print(f"note: {line}")
     return bootstrap
+
+
+# a broker stopped a moment ago may still hold its ports while its process goes away (seen
+# under load: a restart failed with "Address already in use"); the start waits this long
+PORT_WAIT_SECONDS = 60.0
+
+
+def port_free(port: int) -> bool:
+    """True if a listener could bind 127.0.0.1:`port` now (with SO_REUSEADDR, as the JVM's
+    server sockets do, so connections still closing do not count)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _await_free_ports(node: Node, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    busy = [p for p in (node.port, node.controller_port) if not port_free(p)]
+    while busy and time.monotonic() < deadline:
+        time.sleep(0.5)
+        busy = [p for p in busy if not port_free(p)]
+    if busy:
+        raise BrokerError(f"port {busy[0]} on 127.0.0.1 is held by another process (waited "
+                          f"{seconds:.0f} s); stop it, or set [broker] port in the "
+                          "configuration")
 
 
 def _select(nodes: list[Node], node: int | None) -> list[Node]:
