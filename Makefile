@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TR := $(BIN)/threatroute
 
-.PHONY: demo test unit integration lint bench deps venv stop clean
+.PHONY: demo test crash-test unit integration lint bench deps venv stop clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,11 @@ demo: deps venv
 	bash deploy/demo.sh
 
 test: deps venv lint
-	$(BIN)/pytest -q --durations=10 tests
+	$(BIN)/pytest -q --durations=10 -m 'not crash' tests
+
+# the kill -9 crash test (50k indicators, 1k recipients); see README "Tests"
+crash-test: deps venv
+	$(BIN)/pytest -q -m crash tests/integration/test_crash.py
 
 unit: venv
 	$(BIN)/pytest -q tests/unit

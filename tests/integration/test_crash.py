@@ -70,8 +70,8 @@ SECTION = "crash test (kill -9 of every process, one run)"
 def say(line: str) -> None:
     figures.report(SECTION, line)
 
-pytestmark = pytest.mark.skipif(not (shared_data() / "asn").is_dir(),
-                                reason=f"shared data not at {shared_data()}")
+pytestmark = [pytest.mark.crash, pytest.mark.skipif(not (shared_data() / "asn").is_dir(),
+                                reason=f"shared data not at {shared_data()}")]
 
 
 @pytest.fixture(scope="module")
