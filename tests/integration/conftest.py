@@ -16,6 +16,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+# a run's brokers take ports from TEST_PORT up: the session broker + 0/+1 (controller), the
+# secure one +2/+3, test_broker +4/+5, test_registry_scale +6/+7, test_broker_restart +7/+8
+# (after registry_scale has stopped), test_sigterm's gateway +9; others take free ports
 TEST_PORT = int(os.environ.get("THREATROUTE_TEST_PORT", "19092"))
 
 

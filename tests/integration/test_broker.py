@@ -7,10 +7,10 @@ import uuid
 
 from confluent_kafka import Producer
 
-from tests.integration.conftest import broker_env, threatroute
+from tests.integration.conftest import TEST_PORT, broker_env, threatroute
 from tests.integration.kafka_helpers import read_since
 
-PORT = 19192
+PORT = TEST_PORT + 4  # and + 5 (controller): in this run's range, see conftest.TEST_PORT
 
 
 def test_start_twice_stop_start_keeps_topics_and_data(tmp_path, kafka_env):
