@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
@@ -16,7 +17,9 @@ from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 from threatroute.streams.config import Config
 from threatroute.streams.kafka.clients import decode as decode_json
 from threatroute.streams.kafka.clients import value_of
+from threatroute.streams.kafka.faults import fault_of
 from threatroute.streams.kafka.replay import batches, partitions_of, replay_consumer, until_end
+from threatroute.streams.runtime.faults import Outage, Remedy, jittered, remedy
 
 log = logging.getLogger(__name__)
 V = TypeVar("V")
@@ -90,13 +93,13 @@ class CompactedView(Generic[V]):
             self.caught_up.set()
             self._on_change(self._copy())
             self.ready.set()
+            retry = PendingChange(self.topic)
             for batch in batches(consumer, self._stop):
-                changed = False
                 with self._lock:
                     for message in batch:
-                        changed |= self._fold(self.state, message)
-                if changed:
-                    self._on_change(self._copy())
+                        retry.pending |= self._fold(self.state, message)
+                if retry.due(time.monotonic()):
+                    retry.attempt(lambda: self._on_change(self._copy()), time.monotonic())
         except BaseException as exc:  # a dead view must be loud: workers would use stale data
             self.failed = exc
             log.exception("view of %s stopped", self.topic)
@@ -111,6 +114,36 @@ class CompactedView(Generic[V]):
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+
+
+class PendingChange:
+    """A change not yet applied by `on_change`. Kafka failing it (creating a new recipient's
+    topics while the broker is away) is retried with backoff, logged once per outage, instead
+    of ending the view: its readers would otherwise keep the old index for good. Anything else
+    (a bug) still ends the view loudly."""
+
+    def __init__(self, topic: str) -> None:
+        self.topic, self.pending = topic, False
+        self.outage, self._tries, self._next = Outage(), 0, 0.0
+
+    def due(self, now: float) -> bool:
+        return self.pending and now >= self._next
+
+    def attempt(self, apply: Callable[[], None], now: float) -> None:
+        try:
+            apply()
+        except Exception as exc:
+            fault = fault_of(exc)
+            if fault is None or remedy(fault) is Remedy.GIVE_UP:
+                raise
+            if self.outage.failed(now):
+                log.warning("view of %s: applying a change failed (%s); retrying", self.topic,
+                            fault)
+            self._next, self._tries = now + jittered(self._tries), self._tries + 1
+            return
+        self.pending, self._tries = False, 0
+        if self.outage.recovered(now):
+            log.info("view of %s: change applied after the failures", self.topic)
 
 
 def json_fold(convert: Callable[[Any], V]) -> Callable[[dict[str, V], Message], bool]:
