@@ -64,8 +64,12 @@ class AlertState:
 
 
 def new_alert_id() -> str:
-    """Random and unguessable: the id is also the capability to give feedback on the alert."""
-    return secrets.token_urlsafe(16)
+    """Random and unguessable: the id is also the capability to give feedback on the alert.
+    Never begins with "-", which a command line (`threatroute tail ... ID`, kcat) would take
+    for an option (one id in 64; 127 random bits remain)."""
+    while (alert_id := secrets.token_urlsafe(16)).startswith("-"):
+        pass
+    return alert_id
 
 
 def decide(state: AlertState | None, recipient: str, indicator_key: str, now: datetime,

@@ -1,6 +1,6 @@
 from datetime import UTC, datetime, timedelta
 
-from threatroute.matchers.dedup import Action, AlertState, DedupPolicy, decide
+from threatroute.matchers.dedup import Action, AlertState, DedupPolicy, decide, new_alert_id
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 POLICY = DedupPolicy(window=timedelta(days=7), renotify=timedelta(days=1))
@@ -54,3 +54,9 @@ def test_reappearing_after_remediation_is_a_flagged_recurrence_and_then_dedups_a
 def test_state_round_trips_through_json_and_tolerates_unknown_fields():
     _, state = sight(None, T0)
     assert AlertState.from_json({**state.to_json(), "future": 1}) == state
+
+
+def test_alert_ids_never_begin_with_a_dash():
+    ids = [new_alert_id() for _ in range(5000)]  # ~78 would begin with "-" otherwise
+    assert not [i for i in ids if i.startswith("-")]
+    assert len(set(ids)) == len(ids) and all(len(i) == 22 for i in ids)
