@@ -48,6 +48,7 @@ PIPELINE_TOPICS = (
     topics.MATCH_VERDICTS,
     topics.MATCH_WATCH,
     topics.MATCH_TRUST,
+    topics.MATCH_ROUTED,
     topics.CORRECTIONS,
     topics.FEEDBACK,
     topics.FEEDBACK_INVALID,
@@ -57,6 +58,9 @@ PIPELINE_TOPICS = (
 )
 # per-recipient topics: `[topics."alerts.*"]` etc. configure every recipient's topic of a kind
 RECIPIENT_TOPIC_KINDS = ("alerts.*", "feedback.*", "contributions.*")
+# pipeline topics whose partition count is not [topics.defaults]' unless their section says:
+# match.routed's partitions are what the publish workers split between their producers
+OWN_PARTITIONS = {topics.MATCH_ROUTED: 16}
 
 
 # a compacted topic's settings a topic section may give (Kafka's names with dots as `_`): a
@@ -203,6 +207,8 @@ class Config:
     rules: RoutingRules = field(default_factory=RoutingRules)  # [feedback] [trust] [hygiene] ...
     # `run all`: the fused enrichment chain also writes indicators.asn and indicators.geo
     fused_intermediate_topics: bool = True
+    # `run publish` / `run all`: publish loops (consumer + transactional producer) per process
+    publish_workers: int = 8
 
     @property
     def secure(self) -> bool:
@@ -267,6 +273,9 @@ def _topic_specs(section: dict[str, Any], names: tuple[str, ...] = PIPELINE_TOPI
         merged = {**defaults, **section.get(name, {})}
         if name in RECIPIENT_TOPIC_KINDS:
             merged["partitions"] = section.get(name, {}).get("partitions", 1)
+        elif name in OWN_PARTITIONS:
+            merged["partitions"] = section.get(name, {}).get("partitions",
+                                                             OWN_PARTITIONS[name])
         configs = {"retention.ms": str(merged.get("retention_ms", 604_800_000))}
         if merged.get("cleanup_policy"):
             configs["cleanup.policy"] = str(merged["cleanup_policy"])
@@ -392,6 +401,7 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
         # the suppression list is found beside the configuration file that names it
         rules=rules_from(raw, config_path.parent),
         fused_intermediate_topics=bool(run.get("fused_intermediate_topics", True)),
+        publish_workers=_positive(raw.get("publish", {}).get("workers", 8), "publish.workers"),
     )
     config = config.with_overrides(**overrides)
     if config.rules.state.alerts.total_seconds() < config.dedup_window_hours * 3600:
@@ -399,6 +409,16 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
         # feedback stage must not forget the row before
         raise ConfigError("state.alert_days must be at least [match] dedup_window_hours")
     return config
+
+
+def _positive(value: Any, name: str) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: expected a whole number, got {value!r}") from None
+    if number < 1:
+        raise ConfigError(f"{name}: must be at least 1, got {number}")
+    return number
 
 
 def _credentials(state_dir: Path) -> dict[str, str]:

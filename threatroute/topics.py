@@ -19,6 +19,7 @@ MATCH_FEEDBACK = "match.feedback"       # accepted reports, keyed by indicator k
 MATCH_VERDICTS = "match.verdicts"       # changelog: latest report per recipient and indicator
 MATCH_WATCH = "match.watch"             # changelog: owner alerts watched for escalation
 MATCH_TRUST = "match.trust"             # per partition feedback counts per feed (read whole)
+MATCH_ROUTED = "match.routed"           # every alert, keyed by recipient id: publish's input
 CORRECTIONS = "corrections"             # not_ours claims for the operator (compacted)
 FEEDBACK = "feedback"                   # reports, judged per alerts.ledger partition (below)
 FEEDBACK_INVALID = "feedback.invalid"   # dead letters of the feedback stage
@@ -57,6 +58,10 @@ GROUP_PREFIX = "threatroute-"
 # header of an intermediate record (indicators.asn, indicators.geo) that a fused enrichment
 # chain already took to the end of the chain: lone downstream stages commit past it
 CARRIED_HEADER = "threatroute-carried"
+
+# header of a match.routed record: the alert's own record key (its indicator key), which the
+# publish stage restores on alerts.<recipient> (the record's key there is the recipient id)
+ALERT_KEY_HEADER = "threatroute-alert-key"
 
 
 def alerts_topic(recipient_id: str) -> str:

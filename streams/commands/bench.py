@@ -9,9 +9,9 @@ How a throughput figure is taken: the workers start and drain a warm-up batch (s
 data loading, index builds and state restore are not timed); they are then frozen
 (SIGSTOP), the measured records are produced to `indicators.raw`, and the clock starts when
 they are thawed (SIGCONT). It stops when every group the workers consume as (`run all`: the
-fused chain's asn group and match) has committed up to the end of its input, checked in
-pipeline order (a stage commits only after its outputs are
-acknowledged, so the last group's commit means every alert is written).
+fused chain's asn group, match and publish) has committed up to the end of its input, checked
+in pipeline order (a stage commits only after its outputs are acknowledged, so the last
+group's commit, publish's, means every alert is written to its recipient's topic).
 """
 
 from __future__ import annotations
@@ -49,12 +49,13 @@ from threatroute.streams.kafka.admin import admin, ensure_topics
 from threatroute.streams.kafka.clients import consumer_settings, producer_settings
 from threatroute.streams.runtime.registry import import_registry
 
-# each stage's group and the topic it consumes, in pipeline order
+# each stage's group and the topic it consumes, in pipeline order; the last one's commit is the
+# end: publish commits match.routed only with the alerts written to alerts.<recipient>
 STAGES = (("asn", topics.RAW), ("geo", topics.ASN), ("hoster", topics.GEO),
-          ("match", topics.ENRICHED))
-# `run all` consumes as the asn group (the fused chain) and the match group: the groups of
-# geo and hoster need not move while it runs
-FUSED = (STAGES[0], STAGES[3])
+          ("match", topics.ENRICHED), ("publish", topics.MATCH_ROUTED))
+# `run all` consumes as the asn group (the fused chain), the match and the publish groups: the
+# groups of geo and hoster need not move while it runs
+FUSED = (STAGES[0], STAGES[3], STAGES[4])
 WARMUP = 2_000
 
 
@@ -130,7 +131,8 @@ def drain(probe: Probe, started: float, stages: tuple[tuple[str, str], ...] = ST
                 done_at.pop(group, None)
                 break
         if len(done_at) == len(stages):
-            return done_at["match"], {g: first[g] / max(done_at[g], 1e-3) for g, _ in stages}
+            last = stages[-1][0]  # its commit: every alert is in alerts.<recipient>
+            return done_at[last], {g: first[g] / max(done_at[g], 1e-3) for g, _ in stages}
         time.sleep(0.1)
     raise TimeoutError(f"the pipeline did not drain in {timeout:.0f}s")
 
@@ -365,8 +367,8 @@ def _measure(options: BenchOptions, config: Config, world: World, logs: Path) ->
 
     separate = None
     if options.separate:
-        print(f"separate processes: asn, geo, hoster, match, {options.count:,} indicators ...",
-              flush=True)
+        print(f"separate processes: {', '.join(n for n, _ in STAGES)}, {options.count:,} "
+              "indicators ...", flush=True)
         workers = Workers(config, world, [name for name, _ in STAGES], logs)
         try:
             separate = timed_drain(config, probe, workers, world, options.count, seed=2,
@@ -385,13 +387,14 @@ def _report(options: BenchOptions, fused: Throughput, separate: Throughput | Non
           "so far):")
     print(f"  fused, one process (run all): {fused.rate:10,.0f} indicators/s "
           f"({fused.seconds:.1f}s)")
-    print("    per group (asn is the fused chain): "
+    print("    per group, records/s (asn is the fused chain; publish counts alerts): "
           + ", ".join(f"{g} {r:,.0f}/s" for g, r in fused.stages.items()))
     print("    peak RSS: " + ", ".join(f"{w} {_mib(b)}" for w, b in fused.rss.items()))
     if separate:
         print(f"  separate processes:           {separate.rate:10,.0f} indicators/s "
               f"({separate.seconds:.1f}s)")
-        print("    per stage: " + ", ".join(f"{g} {r:,.0f}/s" for g, r in separate.stages.items()))
+        print("    per stage, records/s (publish counts alerts): "
+              + ", ".join(f"{g} {r:,.0f}/s" for g, r in separate.stages.items()))
         print("    peak RSS: " + ", ".join(f"{w} {_mib(b)}" for w, b in separate.rss.items()))
     print(f"  bare confluent-kafka passthrough: {bare:,.0f} records/s; fused/passthrough "
           f"{fused.rate / bare:.2f}" + (f", separate/passthrough {separate.rate / bare:.2f}"

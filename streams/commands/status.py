@@ -24,7 +24,7 @@ from threatroute.streams.commands.base import DONE, command
 from threatroute.streams.config import Config
 
 STAGES = {"asn": topics.RAW, "geo": topics.ASN, "hoster": topics.GEO, "match": topics.ENRICHED,
-          "feedback": topics.FEEDBACK}
+          "publish": topics.MATCH_ROUTED, "feedback": topics.FEEDBACK}
 DEAD_LETTERS = (topics.INVALID, topics.FEEDBACK_INVALID)
 TIMEOUT = 10.0
 Slot = tuple[str, int]

@@ -113,15 +113,18 @@ class AckedProducer:
 
     def send(self, topic: str, value: bytes | None, key: str | bytes | None = None,
              headers: list[tuple[str, str | bytes | None]] | None = None,
-             partition: int | None = None) -> None:
+             partition: int | None = None, timestamp: int | None = None) -> None:
+        # timestamp (ms): kept from the record's origin; 0 is the producer's clock
+        stamp = timestamp or 0
         while True:
             try:
                 if partition is None:
                     self._producer.produce(topic, value, key, on_delivery=self._on_delivery,
-                                           headers=headers)
+                                           headers=headers, timestamp=stamp)
                 else:
                     self._producer.produce(topic, value, key, partition,
-                                           on_delivery=self._on_delivery, headers=headers)
+                                           on_delivery=self._on_delivery, headers=headers,
+                                           timestamp=stamp)
                 break
             except BufferError:  # local queue full: let librdkafka drain, then retry
                 self._producer.poll(0.05)

@@ -58,7 +58,8 @@ class CommitStrategy(Protocol):
     def begin(self) -> None: ...
 
     def produce(self, topic: str, value: bytes | None, key: str | bytes | None,
-                partition: int | None = None, headers: Headers = None) -> None: ...
+                partition: int | None = None, headers: Headers = None,
+                timestamp: int | None = None) -> None: ...
 
     def commit(self, consumer: Consumer, offsets: list[TopicPartition],
                done: Done | None = None) -> None:
@@ -134,8 +135,10 @@ class AfterAcknowledgement:
         self.pending.begin()
 
     def produce(self, topic: str, value: bytes | None, key: str | bytes | None,
-                partition: int | None = None, headers: Headers = None) -> None:
-        self.producer.send(topic, value, key, headers, partition)  # type: ignore[arg-type]
+                partition: int | None = None, headers: Headers = None,
+                timestamp: int | None = None) -> None:
+        self.producer.send(topic, value, key, headers, partition,  # type: ignore[arg-type]
+                           timestamp)
 
     def commit(self, consumer: Consumer, offsets: list[TopicPartition],
                done: Done | None = None) -> None:
@@ -193,10 +196,13 @@ class InTransaction:
         self.pending.begin()
 
     def produce(self, topic: str, value: bytes | None, key: str | bytes | None,
-                partition: int | None = None, headers: Headers = None) -> None:
+                partition: int | None = None, headers: Headers = None,
+                timestamp: int | None = None) -> None:
         extra: dict[str, object] = {} if partition is None else {"partition": partition}
         if headers:
             extra["headers"] = headers
+        if timestamp:
+            extra["timestamp"] = timestamp
         while True:
             try:
                 self.producer.produce(topic, value, key, **extra)  # type: ignore[arg-type]

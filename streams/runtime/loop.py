@@ -374,7 +374,7 @@ def _run_batch(stage: Stage, consumer: Consumer, commit: CommitStrategy,
         value = output.value
         commit.produce(output.topic, encode(value) if isinstance(value, dict) else value,
                        output.key, output.partition,
-                       list(output.headers) if output.headers else None)
+                       list(output.headers) if output.headers else None, output.timestamp)
     seconds = time.perf_counter() - started
 
     def done() -> None:  # once the batch is committed: the stage's accounts, the figures

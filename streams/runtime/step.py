@@ -38,7 +38,9 @@ class Output:
     """One record to produce. `value`: a dict is sent as JSON, bytes as they are (a rendered
     alert), None as a tombstone. `partition` pins it (a table's changelog row lives in the
     partition of the input it belongs to). `counted`: it is what the stage produces (records
-    out in the metrics, "produced" in the summary), as opposed to bookkeeping."""
+    out in the metrics, "produced" in the summary), as opposed to bookkeeping. `timestamp`
+    (ms): the record's Kafka timestamp, when it must keep one (a republished alert); None:
+    the producer's clock."""
 
     topic: str
     key: str | bytes | None
@@ -46,6 +48,7 @@ class Output:
     partition: int | None = None
     headers: tuple[tuple[str, bytes], ...] | None = None
     counted: bool = True
+    timestamp: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,10 @@ loop, the commit strategy the stage asks for (`exactly_once`) and dead letters t
 one consumer (streams/runtime/chain.py: it consumes as the asn group, and whether it writes
 the intermediate topics is `[run] fused_intermediate_topics`); match and feedback run beside
 it.
+
+publish runs as `[publish] workers` (or `--workers`) loops, each its own thread, consumer and
+transactional producer: the publish group splits match.routed's partitions between them, so
+each producer writes a share of the recipients' topics (streams/stages/publish.py says why).
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from threatroute.streams.stages.contribute import ContributionsStage
 from threatroute.streams.stages.enrich import STAGES, EnrichStage
 from threatroute.streams.stages.feedback import FeedbackStage
 from threatroute.streams.stages.match import MatchStage
+from threatroute.streams.stages.publish import PublishStage
 
 log = logging.getLogger(__name__)
 ENRICHMENT = ("asn", "geo", "hoster")
@@ -56,12 +61,18 @@ def build(config: Config, name: str, metrics: Metrics) -> Stage:
         return FeedbackStage(config, metrics, window=config.baseline_window())
     if name == "contributions":
         return ContributionsStage(config, metrics)
+    if name == "publish":
+        return PublishStage(config)
     return STAGES[name](config)
 
 
-def build_all(config: Config, names: Sequence[str], metrics: Metrics, fuse: bool
-              ) -> list[Stage]:
-    stages = [build(config, name, metrics) for name in names]
+def build_all(config: Config, names: Sequence[str], metrics: Metrics, fuse: bool,
+              publish_workers: int | None = None) -> list[Stage]:
+    """The named stages, publish as `publish_workers` (default `[publish] workers`) stages."""
+    workers = publish_workers or config.publish_workers
+    stages = [stage for name in names for stage in (
+        [PublishStage(config, worker=i) for i in range(workers)] if name == "publish"
+        else [build(config, name, metrics)])]
     chain = [s for s in stages if isinstance(s, EnrichStage)]
     if not fuse or [s.name for s in chain] != list(ENRICHMENT):
         return stages
@@ -107,21 +118,22 @@ def run_one(config: Config, stage: Stage, stop: threading.Event, metrics: Metric
 
 
 def run_stages(config: Config, names: Sequence[str], stop: threading.Event,
-               batch_size: int | None = None, metrics: Metrics | None = None, fuse: bool = True
-               ) -> dict[str, StageStats]:
-    """Build and run the named stages until `stop` is set; returns their stats.
+               batch_size: int | None = None, metrics: Metrics | None = None, fuse: bool = True,
+               publish_workers: int | None = None) -> dict[str, StageStats]:
+    """Build and run the named stages until `stop` is set; returns their stats (a stage run
+    by several workers, publish: their sums).
 
     With `fuse`, asn, geo and hoster run as one consumer when all three are named.
     """
     metrics = metrics or Metrics()
-    stages = build_all(config, names, metrics, fuse)
+    stages = build_all(config, names, metrics, fuse, publish_workers)
     metrics.serve(config.metrics_port, config.metrics_address)
-    stats = {stage.name: StageStats() for stage in stages}
+    stats = [StageStats() for _ in stages]
     failures: list[BaseException] = []
 
-    def work(stage: Stage) -> None:
+    def work(stage: Stage, stat: StageStats) -> None:
         try:
-            run_one(config, stage, stop, metrics, stats[stage.name], batch_size)
+            run_one(config, stage, stop, metrics, stat, batch_size)
         except StageFailed as exc:  # says what the operator must mend: no traceback
             log.error("stage %s stopped: %s", stage.name, exc)
             failures.append(exc)
@@ -131,7 +143,8 @@ def run_stages(config: Config, names: Sequence[str], stop: threading.Event,
             failures.append(exc)
             stop.set()
 
-    threads = [threading.Thread(target=work, args=(s,), name=f"stage-{s.name}") for s in stages]
+    threads = [threading.Thread(target=work, args=(s, stat), name=_thread_name(s, stages))
+               for s, stat in zip(stages, stats, strict=True)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -139,7 +152,20 @@ def run_stages(config: Config, names: Sequence[str], stop: threading.Event,
             thread.join(0.5)
     if failures:
         raise failures[0]
-    return stats
+    totals: dict[str, StageStats] = {}
+    for stage, stat in zip(stages, stats, strict=True):
+        total = totals.setdefault(stage.name, StageStats())
+        total.consumed += stat.consumed
+        total.produced += stat.produced
+        total.refused += stat.refused
+        total.batches += stat.batches
+    return totals
+
+
+def _thread_name(stage: Stage, stages: Sequence[Stage]) -> str:
+    worker = getattr(stage, "worker", None)
+    several = sum(s.name == stage.name for s in stages) > 1
+    return f"stage-{stage.name}" + (f"-{worker}" if several and worker is not None else "")
 
 
 def install_signal_handlers(stop: threading.Event) -> None:

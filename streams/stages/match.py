@@ -14,8 +14,9 @@ are changelogs of that partition too; `match.trust` is also read whole by every 
 (a view), since a feed's trust is learned from every partition's feedback. Escalation runs as
 periodic work on the stage's clock.
 
-Each batch is one Kafka transaction (the loop's `InTransaction`): alerts to
-`alerts.<recipient>`, the ledger, the changelog and the consumer offsets commit together or
+Each batch is one Kafka transaction (the loop's `InTransaction`): alerts to `match.routed`
+(keyed by recipient; the publish stage, streams/stages/publish.py, moves them to
+`alerts.<recipient>`), the ledger, the changelog and the consumer offsets commit together or
 not at all. A kill -9 at any point therefore neither loses an indicator nor sends an alert
 twice (consumers read committed data, which is librdkafka's default).
 """
@@ -39,6 +40,7 @@ from threatroute.matchers.formats import json_bytes, redacted_json, render
 from threatroute.matchers.index import MatchIndex
 from threatroute.matchers.privacy import DEFAULT as PRIVATE
 from threatroute.matchers.privacy import AlertContent, content_of
+from threatroute.matchers.publication import routed
 from threatroute.matchers.routing import expired_keys
 from threatroute.record import indicator_key
 from threatroute.registry import Recipient
@@ -245,9 +247,13 @@ class MatchStage(BaseStage):
                 fmt = self.routing.formats.get(rid, "json")
                 content = self.routing.contents.get(rid, PRIVATE)
                 indicator = e.value.get("indicator")
-                step.send(Output(e.topic, e.key, render(
+                # to match.routed, keyed by recipient: the publish stage moves it to
+                # alerts.<rid> (matchers/publication.py says why two hops)
+                key, headers = routed(rid, e.key)
+                step.send(Output(topics.MATCH_ROUTED, key, render(
                     e.value, fmt, content, indicator_json(indicator, content)
-                    if fmt == "json" and isinstance(indicator, dict) else None)))
+                    if fmt == "json" and isinstance(indicator, dict) else None),
+                    headers=headers))
             elif e.value is not None and isinstance(e.value.get("indicator"), dict):
                 step.send(Output(e.topic, e.key, _embedding(
                     e.value, indicator_json(e.value["indicator"], None)), e.partition,
