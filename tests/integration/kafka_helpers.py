@@ -9,6 +9,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from threatroute import topics
+
 LEADERLESS = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE)
 NO_COORDINATOR_YET = (KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_NOT_AVAILABLE,
                       KafkaError.COORDINATOR_LOAD_IN_PROGRESS)
@@ -65,13 +67,42 @@ def read_since(bootstrap: str, topic: str, since: dict[int, int] | None,
         consumer.close()
 
 
+def read_routed(bootstrap: str, since: dict[int, int] | None, rids: set[str],
+                idle: float = 2.0, timeout: float = 60.0) -> list[tuple[str, str]]:
+    """(recipient, alert key) of every alert on match.routed after `since` for `rids`: the
+    record's key is the recipient, the alert's own key rides in a header."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"probe-{uuid.uuid4()}",
+                         "enable.auto.commit": False, "log_level": 3})
+    try:
+        partitions = consumer.list_topics(topics.MATCH_ROUTED, timeout=10).topics[
+            topics.MATCH_ROUTED].partitions
+        consumer.assign([TopicPartition(topics.MATCH_ROUTED, p, (since or {}).get(p, 0))
+                         for p in partitions])
+        found: list[tuple[str, str]] = []
+        deadline, quiet_since = time.monotonic() + timeout, time.monotonic()
+        while time.monotonic() < deadline and time.monotonic() - quiet_since <= idle:
+            batch = [m for m in consumer.consume(1000, timeout=0.3) if m.error() is None]
+            if batch:
+                quiet_since = time.monotonic()
+            for m in batch:
+                rid = (m.key() or b"").decode()
+                if rid in rids:
+                    carried = dict(m.headers() or []).get(topics.ALERT_KEY_HEADER) or b""
+                    found.append((rid, carried.decode()))
+        return found
+    finally:
+        consumer.close()
+
+
 STAGE_INPUTS = {"threatroute-asn": "indicators.raw", "threatroute-geo": "indicators.asn",
-                "threatroute-hoster": "indicators.geo", "threatroute-match": "indicators.enriched"}
+                "threatroute-hoster": "indicators.geo", "threatroute-match": "indicators.enriched",
+                "threatroute-publish": topics.MATCH_ROUTED}
 
 
 # the groups `run all` consumes as: its fused enrichment chain is the asn group and commits
-# for no other (geo and hoster groups only move when those stages run as their own processes)
-RUN_ALL_GROUPS = ("threatroute-asn", "threatroute-match")
+# for no other (geo and hoster groups only move when those stages run as their own processes);
+# publish's commit is the alerts written to alerts.<recipient>
+RUN_ALL_GROUPS = ("threatroute-asn", "threatroute-match", "threatroute-publish")
 
 
 def wait_drained(bootstrap: str, timeout: float = 180.0,

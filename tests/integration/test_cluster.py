@@ -40,7 +40,7 @@ from tests.integration.gateway_helpers import free_port
 from tests.integration.test_matching_end_to_end import NETWORKS, SHARED, TLPS, TYPES
 from threatroute import topics
 from threatroute.record import indicator_key, normalise_indicator
-from threatroute.streams.config import PIPELINE_TOPICS
+from threatroute.streams.config import DEFAULT_CONFIG, PIPELINE_TOPICS, load_config
 
 pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared data not at {SHARED}")
 
@@ -70,8 +70,11 @@ def _bindable(port: int) -> bool:
             return False
     return True
 STAGES = {"asn": topics.RAW, "geo": topics.ASN, "hoster": topics.GEO,
-          "match": topics.ENRICHED, "feedback": topics.FEEDBACK}
+          "match": topics.ENRICHED, "publish": topics.MATCH_ROUTED, "feedback": topics.FEEDBACK}
 WORKERS = 2
+PUBLISH_LOOPS = 2  # `run publish --workers 2`: each publish process is two group members
+# the stages' inputs' partitions, as `topics create` makes them (the packaged configuration)
+PARTITIONS = {t.name: t.partitions for t in load_config(DEFAULT_CONFIG).topics}
 INDICATORS = 3_000
 CHUNKS = 3
 FEEDBACK = 200  # alerts acknowledged by their recipients
@@ -164,6 +167,7 @@ class Worker:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "threatroute.streams.commands.cli", "run", stage,
                  "--metrics-port", "0",
+                 *(["--workers", str(PUBLISH_LOOPS)] if stage == "publish" else []),
                  "--ipasn", str(SHARED / "asn" / "ipasn6_20151101.dat.gz"),
                  "--asnames", str(SHARED / "asn" / "asnames.json.gz"),
                  "--geoip", str(SHARED / "mmdb" / "GeoIP2-City-Test.mmdb")],
@@ -187,6 +191,11 @@ class Worker:
             except subprocess.TimeoutExpired:
                 print(f"did not stop on SIGTERM within 60 s: {self.stacks()}")
         return self.process.returncode
+
+
+def members_of(processes: int) -> dict[str, int]:
+    """Group members per stage with `processes` workers of each stage."""
+    return {stage: processes * (PUBLISH_LOOPS if stage == "publish" else 1) for stage in STAGES}
 
 
 def status(env: dict[str, str]) -> dict:
@@ -231,7 +240,7 @@ def _settled(seen: dict, stage: str, count: int, drained: bool) -> bool:
     written in transactions (match.feedback) a group that has read everything still lags one
     offset per partition, the commit marker after its last record."""
     group = _group(seen, stage)
-    every = {f"{STAGES[stage]}[{p}]" for p in range(6)}
+    every = {f"{STAGES[stage]}[{p}]" for p in range(PARTITIONS[STAGES[stage]])}
     lag = sum(row["lag"] for row in group["lag"] if row["topic"] == STAGES[stage])
     return (group["state"] == "stable" and len(group["members"]) == count
             and _owned(group, STAGES[stage]) == every and (not drained or lag == 0))
@@ -321,7 +330,7 @@ def test_three_brokers_lose_one_and_a_worker_and_nothing_is_lost_or_doubled(tmp_
         # env names no bootstrap: the workers find all three brokers from the state directory
         for stage in STAGES:
             workers += [Worker(stage, n, env, tmp_path) for n in range(WORKERS)]
-        wait_for_groups(env, dict.fromkeys(STAGES, WORKERS), timeout=180, workers=workers)
+        wait_for_groups(env, members_of(WORKERS), timeout=180, workers=workers)
 
         indicators = world(random.Random(12), INDICATORS)
         chunks = [indicators[i::CHUNKS] for i in range(CHUNKS)]
@@ -356,7 +365,7 @@ def test_three_brokers_lose_one_and_a_worker_and_nothing_is_lost_or_doubled(tmp_
         threatroute("ingest", "jsonl", str(files[2]), env=env)  # on the two brokers left
 
         # the alert path (asn, geo, hoster, match) has rebalanced and drained
-        members = {stage: WORKERS - (stage == "match") for stage in STAGES}
+        members = {stage: n - (stage == "match") for stage, n in members_of(WORKERS).items()}
         alert_path = {stage: n for stage, n in members.items() if stage != "feedback"}
         settled = wait_for_groups(env, alert_path, timeout=240, drained=True,
                                   workers=[w for w in workers if w is not victim])

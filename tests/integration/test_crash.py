@@ -4,11 +4,12 @@ world of 50,000 indicators and 1,000 recipients, and nothing lost or duplicated.
 One run, on a broker of this test's own (1,000 alert topics would otherwise stay on the
 shared test broker and slow every later restart of it): the indicators go onto
 `indicators.raw` at once (as `threatroute ingest` writes them, without parsing a feed file),
-then each stage runs as its own process (`threatroute run asn|geo|hoster|match|feedback`),
-with `threatroute deliver` pushing webhooks to a receiver on loopback and `threatroute
-gateway` serving TAXII to clients that poll it. Each process is killed in turn (asn, geo,
-hoster, match, feedback, deliver, gateway) at a moment drawn from a seeded generator while it
-has work, and started again at once; the run then drains.
+then each stage runs as its own process (`threatroute run
+asn|geo|hoster|match|publish|feedback`; publish with its [publish] workers loops), with
+`threatroute deliver` pushing webhooks to a receiver on loopback and `threatroute gateway`
+serving TAXII to clients that poll it. Each process is killed in turn (asn, geo, hoster,
+match, publish, feedback, deliver, gateway) at a moment drawn from a seeded generator while
+it has work, and started again at once; the run then drains.
 
 What must come out is computed without the stages (tests/integration/crash_world.py: ASN and
 country from the bare pyasn and maxminddb libraries, routing_reference's rules). Every alert
@@ -60,9 +61,10 @@ FEEDBACK_BEFORE_KILL, FEEDBACK_AFTER_KILL = 300, 100
 WEBHOOK_RESEND_BOUND = 50
 HOOK_SECRET = "crash-test-hook-secret"
 RECEIVER_SECONDS = 0.005
-STAGES = ("asn", "geo", "hoster", "match", "feedback")
+STAGES = ("asn", "geo", "hoster", "match", "publish", "feedback")
 STAGE_INPUT = {"asn": topics.RAW, "geo": topics.ASN, "hoster": topics.GEO,
-               "match": topics.ENRICHED, "feedback": topics.FEEDBACK}
+               "match": topics.ENRICHED, "publish": topics.MATCH_ROUTED,
+               "feedback": topics.FEEDBACK}
 DRAIN_SECONDS = 420
 SECTION = "crash test (kill -9 of every process, one run)"
 
@@ -355,15 +357,16 @@ def test_every_process_killed_mid_run_loses_and_duplicates_nothing(crash_setup, 
         for poller in pollers:
             poller.thread.start()
 
-        # the enrichment and match stages: each killed once it has committed a random share of
-        # the run (so a restart resumes from committed offsets and restored state) while its
-        # input still has records behind
-        for stage in ("asn", "geo", "hoster", "match"):
+        # the enrichment, match and publish stages: each killed once it has committed a random
+        # share of the run (so a restart resumes from committed offsets and restored state)
+        # while its input still has records behind (publish's input: the alerts)
+        for stage in ("asn", "geo", "hoster", "match", "publish"):
             share, deadline = rng.uniform(0.05, 0.5), time.monotonic() + 180
+            total = len(pairs) if stage == "publish" else INDICATORS
             done = behind = 0
             while time.monotonic() < deadline:
                 done, behind = probe.committed(stage), probe.lag(stage)
-                if done >= share * INDICATORS and behind:
+                if done >= share * total and behind:
                     break
                 time.sleep(0.1)
             assert done and behind > 0, f"{stage}: no mid-run moment to kill it at"

@@ -2,10 +2,10 @@
 SHUTDOWN_SECONDS; started again it carries on where it stopped, so its output holds every
 record exactly once.
 
-The chain asn -> geo -> hoster -> match runs stage by stage, each as its own process
-(`threatroute run STAGE`, small batches so there is work left when the signal comes), on
-this test's indicators; then feedback, `run all`, `deliver` and `gateway` are stopped the
-same way.
+The chain asn -> geo -> hoster -> match -> publish runs stage by stage, each as its own
+process (`threatroute run STAGE`, small batches so there is work left when the signal comes;
+publish with two workers, both stopped by the one signal), on this test's indicators; then
+feedback, `run all`, `deliver` and `gateway` are stopped the same way.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from confluent_kafka import Producer
 
 from tests.integration import routing_reference
 from tests.integration.conftest import ROOT, TEST_PORT, threatroute
-from tests.integration.kafka_helpers import end_offsets, read_since
+from tests.integration.kafka_helpers import end_offsets, read_routed, read_since
 from tests.integration.test_matching_end_to_end import SHARED, generated, registry
 from threatroute.record import indicator_key, normalise_indicator
 from threatroute.streams.runtime.loop import SHUTDOWN_SECONDS
@@ -39,7 +39,9 @@ DATA = ["--ipasn", str(SHARED / "asn" / "ipasn6_20151101.dat.gz"),
 CHAIN = [("asn", "indicators.raw", "indicators.asn"),
          ("geo", "indicators.asn", "indicators.geo"),
          ("hoster", "indicators.geo", "indicators.enriched"),
-         ("match", "indicators.enriched", "alerts.ledger")]
+         ("match", "indicators.enriched", "alerts.ledger"),
+         ("publish", "match.routed", "alerts.<recipient>")]
+PUBLISHED = CHAIN[-1][2]
 
 
 STARTED: list[subprocess.Popen[bytes]] = []
@@ -122,27 +124,60 @@ def test_each_stage_of_the_chain_stops_mid_run_and_loses_nothing(kafka_env, boot
         if key not in seen:
             seen.add(key)
             unique.append(record)
-    since = {topic: end_offsets(bootstrap, topic) for _, _, topic in CHAIN}
+    since = {topic: end_offsets(bootstrap, topic) for _, topic, _ in CHAIN}
+    since["alerts.ledger"] = end_offsets(bootstrap, "alerts.ledger")
+
+    def published() -> Counter[tuple[str, str]]:
+        """This test's recipients' alerts per (recipient, alert key): their topics are new."""
+        found: Counter[tuple[str, str]] = Counter()
+        for rid in rids:
+            for key, _ in read_since(bootstrap, f"alerts.{rid}", None, idle=0.5, raw=True):
+                found[(rid, (key or b"").decode())] += 1
+        return found
+
     path = tmp_path / "indicators.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in unique))
     threatroute("ingest", "jsonl", str(path), env=kafka_env)
 
     mid_run: list[str] = []  # stages that had records of this test left at the signal
+    expected: Counter[tuple[str, str]] = Counter()  # (recipient, key): found at match's turn
     for name, _source, sink in CHAIN:
         log = tmp_path / f"{name}.log"
+        workers = ["--workers", "2"] if name == "publish" else []
         process = start(kafka_env, log, "run", name, "--batch-size", "10", "--metrics-port",
-                        "0", *DATA)
+                        "0", *workers, *DATA)
         # once the stage is producing, while most of this test's records are still to come
         # (the topics also hold other tests' records, the ledger other tests' recipients:
         # the match stage is slow enough to wait for this test's own there)
         if name == "match":
             wait_until(lambda: ours(bootstrap, "alerts.ledger", since["alerts.ledger"], feed,
                                     rids, idle=0.2), timeout=90, every=0.05)
+        elif name == "publish":
+            wait_until(lambda: published(), timeout=90, every=0.05)
         else:
             wait_until(lambda sink=sink: read_since(bootstrap, sink, since[sink], expect=1,
                                                     timeout=1, idle=0.5) != [], timeout=90,
                        every=0.05)
         took = terminate(process, log)
+        if name == "publish":
+            stopped_at = sum(published().values())
+            process = start(kafka_env, log, "run", name, "--metrics-port", "0", *workers, *DATA)
+            want = len(expected)
+            wait_until(lambda want=want: sum(published().values()) >= want, timeout=150,
+                       every=1)
+            time.sleep(2)  # a repeat would be here by now
+            terminate(process, log)
+            alerts = published()
+            missing = set(expected) - set(alerts)
+            duplicated = [k for k, n in alerts.items() if n > 1]
+            print(f"publish: SIGTERM after {stopped_at} of {len(expected)} alerts, exited in "
+                  f"{took:.1f}s; then alerts missing {len(missing)}, duplicated "
+                  f"{len(duplicated)}, unexpected {len(set(alerts) - set(expected))}")
+            assert (len(missing), len(duplicated)) == (0, 0)
+            assert set(alerts) == set(expected)
+            if stopped_at < len(expected):
+                mid_run.append(name)
+            continue
         stopped_at = sum(ours(bootstrap, sink, since[sink], feed, rids).values())
         # again, to the end: every record of the input exactly once on the output
         process = start(kafka_env, log, "run", name, "--metrics-port", "0", *DATA)
@@ -167,14 +202,11 @@ def test_each_stage_of_the_chain_stops_mid_run_and_loses_nothing(kafka_env, boot
               f"then {sum(counts.values())} records, {len(counts)} keys")
         if stopped_at < want:
             mid_run.append(name)
-        if name == "match":
-            alerts: Counter[tuple[str, str]] = Counter()
-            for rid in rids:
-                for key, _ in read_since(bootstrap, f"alerts.{rid}", None, idle=1.5, raw=True):
-                    if (rid, (key or b"").decode()) in expected:
-                        alerts[(rid, (key or b"").decode())] += 1
-            missing = set(expected) - set(alerts)
-            duplicated = [k for k, n in alerts.items() if n > 1]
+        if name == "match":  # its alerts, on match.routed: the publish stage is not running
+            routed = Counter(pair for pair in read_routed(bootstrap, since["match.routed"], rids)
+                             if pair in expected)
+            missing = set(expected) - set(routed)
+            duplicated = [k for k, n in routed.items() if n > 1]
             print(f"match: alerts expected {len(expected)}: missing {len(missing)}, "
                   f"duplicated {len(duplicated)}")
             assert (len(missing), len(duplicated)) == (0, 0)

@@ -87,13 +87,18 @@ def test_status_shows_groups_members_lag_rates_dead_letters_recipients_and_broke
                for b in status["brokers"]), status["brokers"]
     assert status["controller"] is not None and status["cluster_id"]
     groups = {g["group"]: g for g in status["groups"]}
-    for stage in ("asn", "geo", "hoster", "match", "feedback"):
+    for stage in ("asn", "geo", "hoster", "match", "publish", "feedback"):
         assert f"threatroute-{stage}" in groups, groups.keys()
     # run all fuses asn, geo and hoster into one consumer of the asn group
-    for name in ("threatroute-asn", "threatroute-match", "threatroute-feedback"):
+    for name in ("threatroute-asn", "threatroute-match", "threatroute-publish",
+                 "threatroute-feedback"):
         group = groups[name]
         assert group["state"] == "stable" and group["members"], group
         assert all(m["partitions"] for m in group["members"]), group["members"]
+    # publish: [publish] workers loops of the one process, splitting match.routed
+    publish = groups["threatroute-publish"]
+    assert len(publish["members"]) == 8, publish["members"]
+    assert {row["topic"] for row in publish["lag"]} == {"match.routed"}
     asn = groups["threatroute-asn"]
     assert {row["topic"] for row in asn["lag"]} == {"indicators.raw"}
     assert all(row["lag"] >= 0 and row["end"] >= 0 for row in asn["lag"])
