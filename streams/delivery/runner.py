@@ -55,8 +55,12 @@ def webhook_worker(config: Config, recipient: Recipient, metrics: Metrics,
         stage = WebhookStage(recipient.id, hook, secret, config.delivery, metrics, stop)
         consumer = Consumer(consumer_settings(config, stage.group))
         try:
+            # interval 0: every batch is committed once posted, so a crash re-sends at most
+            # WEBHOOK_BATCH alerts (a commit spanning the loop's COMMIT_INTERVAL held two
+            # batches, since the interval starts after the first batch's posts: up to 99)
             run_stage(stage, consumer, AfterAcknowledgement(AckedProducer(config),
-                                                       lambda: AckedProducer(config)),
+                                                       lambda: AckedProducer(config),
+                                                       interval=0.0),
                       DeadLetters(stage.dead_letter_topic, stage.name), stop,
                       batch_size=WEBHOOK_BATCH, metrics=metrics.stage(stage.name))
         except Stopping:
