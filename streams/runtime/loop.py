@@ -285,6 +285,7 @@ def run_stage(stage: Stage, consumer: Consumer, commit: CommitStrategy, failure:
     recovery = recovery or Recovery(stage.name or stage.group)
     subscribe(consumer, stage, metrics, recovery, commit)
     busy = False
+    handed: dict[Slot, int] = {}  # the offsets the loop last gave the commit, per partition
     try:
         while not stop.is_set():
             waiting = commit.due()  # an open commit: poll no longer than until it is due
@@ -311,6 +312,7 @@ def run_stage(stage: Stage, consumer: Consumer, commit: CommitStrategy, failure:
                 if not messages and not ticking:
                     commit.flush(consumer)  # nothing more came: commit what is open
                     in_flight = False
+                    _commit_past_markers(consumer, commit, handed)
                     stage.catch_up(busy=False)
                     if recovery.outage.down and _probe(consumer, stage):
                         recovery.healthy()
@@ -330,7 +332,7 @@ def run_stage(stage: Stage, consumer: Consumer, commit: CommitStrategy, failure:
                         continue
                     commit.abort(recreate=True)
                 if _run_batch(stage, consumer, commit, failure, messages, ticking, due, stats,
-                              metrics):
+                              metrics, handed):
                     recovery.healthy()
             except Exception as exc:
                 fault = fault_of(exc)
@@ -349,7 +351,8 @@ def run_stage(stage: Stage, consumer: Consumer, commit: CommitStrategy, failure:
 
 def _run_batch(stage: Stage, consumer: Consumer, commit: CommitStrategy,
                failure: FailurePolicy, messages: list[Message], ticking: list[int],
-               due: list[float], stats: StageStats, metrics: StageMetrics | None) -> bool:
+               due: list[float], stats: StageStats, metrics: StageMetrics | None,
+               handed: dict[Slot, int] | None = None) -> bool:
     """Process, produce and commit one batch; False if there was nothing to commit."""
     started = time.perf_counter()
     stage.catch_up(busy=True)
@@ -389,6 +392,8 @@ def _run_batch(stage: Stage, consumer: Consumer, commit: CommitStrategy,
             metrics.lag(consumer)
 
     commit.commit(consumer, offsets, done)
+    if handed is not None:
+        handed.update(((tp.topic, tp.partition), tp.offset) for tp in offsets)
     return True
 
 
@@ -450,6 +455,29 @@ def _past_markers(consumer: Consumer, offsets: list[TopicPartition]) -> list[Top
     return [TopicPartition(tp.topic, tp.partition,
                            max(tp.offset, positions.get((tp.topic, tp.partition), -1)))
             for tp in offsets]
+
+
+def _commit_past_markers(consumer: Consumer, commit: CommitStrategy,
+                         handed: dict[Slot, int]) -> None:
+    """Idle, with everything committed: where the consumer has moved past what the loop last
+    committed on a partition, only transaction markers (or aborted records) lay between;
+    commit that position (an offsets-only transaction for an exactly-once stage). Without
+    it, a marker fetched after a batch's last record would leave the group one offset
+    behind on that partition for good: a lag that never drains."""
+    if not handed:
+        return
+    try:
+        positions = consumer.position([TopicPartition(t, p) for t, p in handed])
+    except KafkaException:  # a rebalance in progress: asked again when next idle
+        return
+    ahead = [tp for tp in positions
+             if tp.error is None and tp.offset > handed[(tp.topic, tp.partition)]]
+    if not ahead:
+        return
+    commit.begin()
+    commit.commit(consumer, ahead)
+    commit.flush(consumer)
+    handed.update(((tp.topic, tp.partition), tp.offset) for tp in ahead)
 
 
 def _carried(message: Message, header: str) -> bool:

@@ -54,6 +54,7 @@ from threatroute.streams.runtime.registry import import_registry, read_registry
 from threatroute.streams.runtime.supervisor import run_one
 from threatroute.streams.stages.feedback import FeedbackStage
 from threatroute.streams.stages.match import MatchStage
+from threatroute.streams.stages.publish import PublishStage
 
 T0 = datetime(2026, 6, 1, 9, tzinfo=UTC)
 WONT_FIX = [i for i in SINKHOLED if not remediates_sinkhole(i)]  # 3, 6, ..., 30
@@ -117,16 +118,17 @@ class Story:
             thread.start()
         # what earlier tests left on indicators.enriched goes through first; the story's
         # figures count from here
-        wait_drained(bootstrap, groups=("threatroute-match",))
+        wait_drained(bootstrap, groups=("threatroute-match", "threatroute-publish"))
         self.base = Counter(self.match.counts)
 
     def start_stages(self) -> list[threading.Thread]:
-        """The match and feedback stages on the fake clock, each in the one consume loop in a
-        thread of its own."""
+        """The match, publish (two loops) and feedback stages on the fake clock, each in the
+        one consume loop in a thread of its own."""
         self.match = MatchStage(self.config, self.metrics, clock=self.clock, batch_size=500)
         self.feedback = FeedbackStage(self.config, self.metrics, clock=self.clock)
+        publish = [PublishStage(self.config, worker=n) for n in range(2)]
         return [threading.Thread(target=run_one, args=(self.config, s, self.stop, self.metrics),
-                                 daemon=True) for s in (self.match, self.feedback)]
+                                 daemon=True) for s in (self.match, *publish, self.feedback)]
 
     def close(self) -> None:
         self.stop.set()
