@@ -463,12 +463,18 @@ def _commit_past_markers(consumer: Consumer, commit: CommitStrategy,
     committed on a partition, only transaction markers (or aborted records) lay between;
     commit that position (an offsets-only transaction for an exactly-once stage). Without
     it, a marker fetched after a batch's last record would leave the group one offset
-    behind on that partition for good: a lag that never drains."""
-    if not handed:
-        return
+    behind on that partition for good: a lag that never drains. A partition the loop has not
+    committed since it was assigned is compared with the group's committed offset (asked
+    once): a run before may have left it there."""
     try:
-        positions = consumer.position([TopicPartition(t, p) for t, p in handed])
-    except KafkaException:  # a rebalance in progress: asked again when next idle
+        assignment = consumer.assignment()
+        unknown = [tp for tp in assignment if (tp.topic, tp.partition) not in handed]
+        if unknown:
+            handed.update(((tp.topic, tp.partition), tp.offset)
+                          for tp in consumer.committed(unknown, timeout=5) if tp.error is None)
+        positions = consumer.position([tp for tp in assignment
+                                       if (tp.topic, tp.partition) in handed])
+    except KafkaException:  # a rebalance in progress, Kafka away: asked again when next idle
         return
     ahead = [tp for tp in positions
              if tp.error is None and tp.offset > handed[(tp.topic, tp.partition)]]

@@ -105,7 +105,8 @@ def route(kafka_env: dict[str, str], bootstrap: str, tmp: Path, counts: dict[str
           delivery: dict[str, dict] | None = None, run_feedback: bool = False,
           ) -> tuple[World, subprocess.Popen, Path]:
     """Import this run's recipients, ingest and route indicators with `run all` (left
-    running, for feedback), return the world once every alert is on the ledger."""
+    running, for feedback), return the world once every alert is on the ledger and on its
+    recipient's topic (the publish stage's second hop)."""
     data = build_demo_data(tmp / "data")
     run_all = ["run", "all", "--metrics-port", str(free_port()), "--ipasn", str(data.ipasn),
                "--asnames", str(data.asnames), "--geoip", str(data.mmdb)]
@@ -135,6 +136,13 @@ def route(kafka_env: dict[str, str], bootstrap: str, tmp: Path, counts: dict[str
     assert len(latest) == expected, (len(latest), log.read_text()[-2000:])
     for alert in latest.values():
         world.alerts.setdefault(alert["recipient"], []).append(alert)
+    published: dict[str, int] = {}
+    while published != {r: len(a) for r, a in world.alerts.items()} and \
+            time.monotonic() < deadline:
+        published = {rid: len(read_since(bootstrap, topics.alerts_topic(rid), None, idle=0.5,
+                                         raw=True)) for rid in world.alerts}
+    assert published == {r: len(a) for r, a in world.alerts.items()}, (
+        published, log.read_text()[-2000:])
     return world, pipeline, log
 
 
