@@ -177,6 +177,9 @@ class Story:
         rows = [enriched(r) for r in records]
         produce(self.bootstrap, topics.ENRICHED, [(indicator_key(r), r) for r in rows])
         wait_for(lambda: self.counts()["routed"] - before == len(rows), "round routed")
+        # routed is counted as match processes; the alerts reach the recipients' topics once
+        # match has committed and publish has moved them (two hops)
+        wait_drained(self.bootstrap, groups=("threatroute-match", "threatroute-publish"))
 
     def report(self, items: list[tuple[dict, str, str]]) -> None:
         """Post (alert, recipient, status) reports at the clock's time; wait until the feedback
