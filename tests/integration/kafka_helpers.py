@@ -134,3 +134,34 @@ def wait_drained(bootstrap: str, timeout: float = 180.0,
             return
         time.sleep(1)
     raise AssertionError(f"pipeline did not drain in {timeout}s: {lag}")
+
+
+def wait_stable(bootstrap: str, groups: tuple[str, ...], timeout: float = 60.0) -> None:
+    """Wait until each group is stable and every member holds partitions: a process that
+    just started joins its groups one worker at a time (publish: 8 loops) and the group
+    rebalances for each, for several seconds, while its committed lag may already read 0.
+    Cooperative rebalancing settles in two rounds: between them the group reads stable with
+    the partitions taken away in the first not yet handed out."""
+    from confluent_kafka import ConsumerGroupState
+    from confluent_kafka.admin import AdminClient
+
+    client = AdminClient({"bootstrap.servers": bootstrap, "log_level": 3})
+    deadline = time.monotonic() + timeout
+    states: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        for group, future in client.describe_consumer_groups(list(groups),
+                                                             request_timeout=10).items():
+            try:
+                described = future.result()
+            except KafkaException as exc:
+                if exc.args[0].code() not in NO_COORDINATOR_YET:
+                    raise
+                states[group] = "no coordinator yet"
+                continue
+            stable = (described.state == ConsumerGroupState.STABLE and described.members
+                      and all(m.assignment.topic_partitions for m in described.members))
+            states[group] = "stable" if stable else str(described.state)
+        if all(state == "stable" for state in states.values()) and len(states) == len(groups):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"groups did not settle in {timeout}s: {states}")

@@ -14,7 +14,7 @@ import uuid
 from confluent_kafka import Producer
 
 from tests.integration.conftest import ROOT, threatroute
-from tests.integration.kafka_helpers import wait_drained
+from tests.integration.kafka_helpers import wait_drained, wait_stable
 from threatroute.enrichers.databuild import build_demo_data
 
 REGISTRY = """
@@ -69,6 +69,10 @@ def test_status_shows_groups_members_lag_rates_dead_letters_recipients_and_broke
         sender = threading.Thread(target=trickle)
         sender.start()
         try:
+            # a snapshot taken while run all's workers still join their groups shows them
+            # rebalancing (rightly); this test checks the settled picture
+            wait_stable(bootstrap, ("threatroute-asn", "threatroute-match",
+                                    "threatroute-publish", "threatroute-feedback"))
             time.sleep(2)
             result = threatroute("status", "--json", "--interval", "3", env=kafka_env)
             text = threatroute("status", "--interval", "0.5", env=kafka_env)
