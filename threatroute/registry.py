@@ -41,7 +41,7 @@ from typing import Any
 
 import yaml
 
-from threatroute import fields
+from threatroute import fields, topics
 from threatroute.errors import ConfigError, InvalidRecord
 from threatroute.taxonomy import classification_type
 
@@ -378,6 +378,9 @@ def _delivery(raw: Any, errors: list[str], strict: bool) -> Delivery | None:
 def _identifier(value: object) -> str:
     if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
         raise InvalidRecord(f"{str(value)[:80]!r} does not match {ID_PATTERN.pattern}")
+    if value in topics.RESERVED_RECIPIENT_IDS:
+        raise InvalidRecord(f"{value!r} is reserved: alerts.{value} or feedback.{value} is one "
+                            "of the pipeline's own topics")
     return value
 
 

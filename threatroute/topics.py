@@ -52,6 +52,8 @@ SENDER_HEADER = "threatroute-sender"
 
 # topics of the pipeline whose names start with a per-recipient prefix but are not a recipient's
 _NOT_RECIPIENT = {LEDGER, STATUS, FEEDBACK_INVALID}
+# so these are no recipient's id: its alerts.<id> or feedback.<id> would be one of them
+RESERVED_RECIPIENT_IDS = frozenset(topic.split(".", 1)[1] for topic in _NOT_RECIPIENT)
 
 GROUP_PREFIX = "threatroute-"
 

@@ -89,6 +89,9 @@ def test_example_registry_loads_cleanly():
 @pytest.mark.parametrize(("body", "expected"), [
     ("{id: Bad_Id, name: x}", "recipient 'Bad_Id' (entry 2, line 6): id: 'Bad_Id' does not match"),
     ("{id: -x, name: x}", "(entry 2, line 6): id:"),
+    ("{id: ledger, name: x}", "id: 'ledger' is reserved: alerts.ledger or feedback.ledger"),
+    ("{id: status, name: x}", "id: 'status' is reserved"),
+    ("{id: invalid, name: x}", "id: 'invalid' is reserved"),
     ("{name: x}", "recipient <no id> (entry 2, line 6): id: missing"),
     ("{id: x}", "recipient 'x' (entry 2, line 6): name: missing"),
     ("{id: x, name: x, owns: {prefixes: [10.0.0.0/8, 10.0.0.0/33]}}",
