@@ -225,6 +225,15 @@ def test_compose_file_is_valid_and_runs_every_stage(tmp_path):
         assert services[stage]["environment"]["THREATROUTE_METRICS_ADDRESS"] == "0.0.0.0"
     assert services["gateway"]["ports"][0]["host_ip"] == "127.0.0.1"
     assert services["kafka"]["image"].startswith("apache/kafka:")
+    # Prometheus scrapes every long-running service of ours (the one-shot jobs and the cli
+    # profile aside)
+    ours = {name for name, service in services.items()
+            if service.get("image") == services["asn"]["image"]
+            and service.get("restart") != "no" and not service.get("profiles")}
+    scrape = yaml.safe_load((ROOT / "deploy" / "compose" / "prometheus.yml").read_text())
+    names = {n for config in scrape["scrape_configs"] for sd in config["dns_sd_configs"]
+             for n in sd["names"]}
+    assert names == ours, (names ^ ours)
 
     broken = tmp_path / "broken.yaml"
     broken.write_text((ROOT / "deploy" / "compose.yaml").read_text().replace(
