@@ -229,7 +229,8 @@ def rewind(consumer: Consumer, stage: Stage) -> None:
 
 
 def subscribe(consumer: Consumer, stage: Stage, metrics: StageMetrics | None,
-              recovery: Recovery | None = None, commit: CommitStrategy | None = None) -> None:
+              recovery: Recovery | None = None, commit: CommitStrategy | None = None,
+              handed: dict[Slot, int] | None = None) -> None:
     def guarded(hook: Callable[[list[Slot]], None], partitions: list[TopicPartition]) -> None:
         # a hook that cannot reach Kafka (restoring a table) must not fail the poll: the loop
         # rewinds and runs the hooks again once Kafka answers
@@ -250,6 +251,9 @@ def subscribe(consumer: Consumer, stage: Stage, metrics: StageMetrics | None,
         guarded(stage.revoked, partitions)
         if metrics:
             metrics.forget_partitions(partitions)
+        if handed is not None:  # assigned again later: compared with the group's offset then
+            for slot in _slots(partitions):
+                handed.pop(slot, None)
 
     def assigned(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # restoring tables can take longer than a transaction may stay open: commit first
@@ -283,9 +287,9 @@ def run_stage(stage: Stage, consumer: Consumer, commit: CommitStrategy, failure:
     stats = stats or StageStats()
     due = [time.monotonic() + p.seconds for p in stage.periodic]
     recovery = recovery or Recovery(stage.name or stage.group)
-    subscribe(consumer, stage, metrics, recovery, commit)
-    busy = False
     handed: dict[Slot, int] = {}  # the offsets the loop last gave the commit, per partition
+    subscribe(consumer, stage, metrics, recovery, commit, handed)
+    busy = False
     try:
         while not stop.is_set():
             waiting = commit.due()  # an open commit: poll no longer than until it is due
