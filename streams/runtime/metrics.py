@@ -40,8 +40,9 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 class StageMetrics:
     """The metrics of one stage, labels bound once (no per-record label lookups)."""
 
-    def __init__(self, metrics: Metrics, stage: str) -> None:
+    def __init__(self, metrics: Metrics, stage: str, worker: int = 0) -> None:
         self.stage = stage
+        self.worker = worker
         self._metrics = metrics
         self.records_in = metrics.records_in.labels(stage)
         self.records_out = metrics.records_out.labels(stage)
@@ -49,7 +50,14 @@ class StageMetrics:
         self.batch_duration = metrics.batch_duration.labels(stage)
         self.record_latency = metrics.record_latency.labels(stage)
         self.last_progress = metrics.last_progress.labels(stage)
-        self.last_progress.set_to_current_time()
+        # a process running a stage as several workers (publish's loops) exports the least
+        # recent progress of them: one stalled worker is not hidden by the busy ones
+        self._progress = metrics.progress.setdefault(stage, {})
+        self._progressed(time.time())
+
+    def _progressed(self, now: float) -> None:
+        self._progress[self.worker] = now
+        self.last_progress.set(min(self._progress.values()))
 
     def batch(self, consumed: int, produced: int, invalid: int, seconds: float,
               observed: Sequence[str]) -> None:
@@ -67,11 +75,11 @@ class StageMetrics:
                 self.record_latency.observe(max(0.0, now - ingested))
             except (TypeError, ValueError):
                 continue
-        self.last_progress.set(now)
+        self._progressed(now)
 
     def idle(self) -> None:
         """Nothing to read is progress too: a caught-up stage is not stalled."""
-        self.last_progress.set_to_current_time()
+        self._progressed(time.time())
 
     def lag(self, consumer: Consumer) -> None:
         """Export high watermark minus position for every assigned partition."""
@@ -117,7 +125,9 @@ class Metrics:
                                         "Commit time minus the record's ingest time", ["stage"],
                                         buckets=LATENCY_BUCKETS, registry=r)
         self.last_progress = Gauge("threatroute_stage_last_progress_timestamp_seconds",
-                                   "Unix time the stage last made progress", ["stage"], registry=r)
+                                   "Unix time the stage last made progress (of several workers "
+                                   "in one process, the least recent)", ["stage"], registry=r)
+        self.progress: dict[str, dict[int, float]] = {}  # stage -> worker -> last progress
         self.lag = Gauge("threatroute_consumer_lag", "High watermark minus position",
                          ["stage", "topic", "partition"], registry=r)
         self.feedback_records = Counter("threatroute_feedback_records",
@@ -181,12 +191,13 @@ class Metrics:
             self.withheld.labels(reason)
         for kind in ESCALATED:
             self.escalated.labels(kind)
-        self._stages: dict[str, StageMetrics] = {}
+        self._stages: dict[tuple[str, int], StageMetrics] = {}
 
-    def stage(self, name: str) -> StageMetrics:
-        if name not in self._stages:
-            self._stages[name] = StageMetrics(self, name)
-        return self._stages[name]
+    def stage(self, name: str, worker: int = 0) -> StageMetrics:
+        """The metrics of stage `name` as run by `worker` (its number in this process)."""
+        if (name, worker) not in self._stages:
+            self._stages[(name, worker)] = StageMetrics(self, name, worker)
+        return self._stages[(name, worker)]
 
     def feedback_rules(self, counts: Mapping[str, int], trust: Mapping[str, float]) -> None:
         """What the feedback rules did in one committed batch (`counts`: event -> number, as

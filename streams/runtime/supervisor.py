@@ -112,7 +112,8 @@ def run_one(config: Config, stage: Stage, stop: threading.Event, metrics: Metric
         heap.freeze()  # its data is loaded and its indexes built
         return run_stage(stage, consumer, commit, DeadLetters(stage.dead_letter_topic, stage.name),
                          stop, stats, batch_size=batch_size or stage.batch_size or 2000,
-                         metrics=metrics.stage(stage.name), recovery=recovery)
+                         metrics=metrics.stage(stage.name, getattr(stage, "worker", 0)),
+                         recovery=recovery)
     finally:
         stage.close()
 

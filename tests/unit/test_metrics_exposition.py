@@ -59,3 +59,18 @@ def test_promtool_finds_nothing_to_say_about_a_live_scrape():
     result = subprocess.run([PROMTOOL, "check", "metrics"], input=text.encode(),
                             capture_output=True, timeout=60, check=False)
     assert (result.returncode, result.stdout, result.stderr) == (0, b"", b"")
+
+
+def test_a_stage_of_several_workers_shows_its_least_recent_progress():
+    metrics = Metrics()
+    busy, stalled = metrics.stage("publish", 0), metrics.stage("publish", 1)
+    assert metrics.stage("publish", 1) is stalled
+    gauge = metrics.last_progress.labels("publish")
+    stalled_at = metrics.progress["publish"][1]
+    busy.batch(10, 10, 0, 0.01, [])
+    busy.idle()
+    assert gauge._value.get() == stalled_at  # the busy worker does not hide the other
+    stalled.idle()
+    assert gauge._value.get() > stalled_at
+    # workers of one stage count into the stage's series together
+    assert metrics.records_in.labels("publish")._value.get() == 10
