@@ -7,6 +7,7 @@ THREATROUTE_BOOTSTRAP is used as it is. A broker this fixture started is stopped
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -17,8 +18,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 # a run's brokers take ports from TEST_PORT up: the session broker + 0/+1 (controller), the
-# secure one +2/+3, test_broker +4/+5, test_registry_scale +6/+7, test_broker_restart +7/+8
-# (after registry_scale has stopped), test_sigterm's gateway +9; others take free ports
+# secure one +2/+3, test_broker +4/+5, test_registry_scale +6/+7, test_sigterm's gateway +9,
+# test_broker_restart +10/+11; others take free ports
 TEST_PORT = int(os.environ.get("THREATROUTE_TEST_PORT", "19092"))
 
 
@@ -38,6 +39,22 @@ def threatroute(*args: str, env: dict[str, str] | None = None, input: bytes | No
         raise AssertionError(f"threatroute {' '.join(args)} exited {result.returncode}:\n"
                              f"{result.stdout.decode()}\n{result.stderr.decode()}")
     return result
+
+
+@contextlib.contextmanager
+def own_broker(state: Path, offset: int, start_timeout: float = 300) -> Iterator[dict[str, str]]:
+    """A broker of a test's own on TEST_PORT + offset (controller + offset + 1), its pipeline
+    topics created; stopped after. For tests that restart a broker, or load one with what
+    would slow the shared one down for every later test."""
+    port = TEST_PORT + offset
+    env = broker_env(state, port)
+    threatroute("broker", "start", env=env, timeout=start_timeout)
+    env["THREATROUTE_BOOTSTRAP"] = f"127.0.0.1:{port}"
+    try:
+        threatroute("topics", "create", env=env)
+        yield env
+    finally:
+        threatroute("broker", "stop", env=env, check=False)
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,7 @@
 process rides the outage out and finishes the run, nothing lost, nothing duplicated, and the
 outage costs the log a handful of lines, not one per retry.
 
-Runs on a broker of its own (TEST_PORT+7, controller +8), started and stopped with the
+Runs on a broker of its own (TEST_PORT+10, controller +11), started and stopped with the
 project's `threatroute broker` command, so the session broker is untouched.
 """
 
@@ -23,13 +23,13 @@ import pytest
 import yaml
 
 from tests.integration import routing_reference
-from tests.integration.conftest import ROOT, TEST_PORT, broker_env, threatroute
+from tests.integration.conftest import ROOT, own_broker, threatroute
 from tests.integration.kafka_helpers import read_since
 from tests.integration.test_matching_end_to_end import SHARED, generated, registry
 from threatroute.record import indicator_key, normalise_indicator
 
 pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared data not at {SHARED}")
-PORT = TEST_PORT + 7
+PORT_OFFSET = 10  # and 11, its controller: conftest lists the ports a run takes
 OUTAGE_SECONDS = 15
 
 
@@ -67,19 +67,13 @@ def alert_counts(bootstrap: str, rids: list[str]) -> Counter[tuple[str, str]]:
 
 
 @pytest.fixture
-def own_broker(tmp_path):
-    env = broker_env(tmp_path / "broker", PORT)
-    threatroute("broker", "start", env=env)
-    env["THREATROUTE_BOOTSTRAP"] = f"127.0.0.1:{PORT}"
-    try:
-        threatroute("topics", "create", env=env)
+def restarted_broker(tmp_path):
+    with own_broker(tmp_path / "broker", PORT_OFFSET) as env:
         yield env
-    finally:
-        threatroute("broker", "stop", env=env, check=False)
 
 
-def test_run_all_rides_out_a_broker_restart(own_broker, tmp_path):
-    env, bootstrap = own_broker, own_broker["THREATROUTE_BOOTSTRAP"]
+def test_run_all_rides_out_a_broker_restart(restarted_broker, tmp_path):
+    env, bootstrap = restarted_broker, restarted_broker["THREATROUTE_BOOTSTRAP"]
     run = uuid.uuid4().hex[:6]
     recipients = registry(run)
     (tmp_path / "registry.yaml").write_text(yaml.safe_dump({"recipients": recipients}))

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from confluent_kafka.admin import AdminClient
 
-from tests.integration.conftest import ROOT, TEST_PORT, broker_env, threatroute
+from tests.integration.conftest import ROOT, own_broker, threatroute
 from tests.integration.kafka_helpers import end_offsets, read_since
 
 COUNT = 10_000
@@ -49,20 +49,16 @@ def test_failed_topic_creation_leaves_the_registry_unwritten(kafka_env, tmp_path
 
 @pytest.fixture(scope="module")
 def scale_env(tmp_path_factory) -> Iterator[dict[str, str]]:
-    """A broker of this test's own (port TEST_PORT + 6; the secure tests use + 2 and + 3), removed afterwards: the shared test
+    """A broker of this test's own (TEST_PORT + 6 and + 7), removed afterwards: the shared test
     broker would keep 10,000 more partitions, and every later restart would load them for
     minutes."""
     if os.environ.get("THREATROUTE_BOOTSTRAP"):
         pytest.skip("needs a broker of its own; THREATROUTE_BOOTSTRAP names a shared cluster")
     state = tmp_path_factory.mktemp("scale-broker")
-    env = broker_env(state, TEST_PORT + 6)
-    threatroute("broker", "start", env=env, timeout=600)
-    env["THREATROUTE_BOOTSTRAP"] = f"127.0.0.1:{TEST_PORT + 6}"
     try:
-        threatroute("topics", "create", env=env)
-        yield env
+        with own_broker(state, 6, start_timeout=600) as env:
+            yield env
     finally:
-        threatroute("broker", "stop", env=env, check=False)
         shutil.rmtree(state, ignore_errors=True)
 
 
