@@ -27,7 +27,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
@@ -300,11 +300,15 @@ class InTransaction:
         self._open = self._unsettled = False
 
 
-def transactional_producer(config: Config, group: str, instance: str | None = None) -> Producer:
-    """`instance` pins the transactional id; by default it is unique per process."""
+def transactional_producer(config: Config, group: str, instance: str | None = None,
+                           on_error: Callable[[KafkaError], None] | None = None) -> Producer:
+    """`instance` pins the transactional id; by default it is unique per process. `on_error`:
+    librdkafka's error_cb (served in the producer's poll and flush)."""
     instance = instance or f"{socket.gethostname()}-{os.getpid()}"
+    extra: dict[str, Any] = {"error_cb": on_error} if on_error is not None else {}
     producer = Producer({**config.kafka_settings(), "transactional.id": f"{group}-{instance}",
                          "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS, "linger.ms": 5,
-                         "compression.type": "lz4"})
+                         "compression.type": "lz4", **extra})
     producer.init_transactions(30)
+    producer.poll(0)  # what it met while it started (the broker away) reaches on_error now
     return producer

@@ -16,7 +16,9 @@ Anything not listed is retried: after a broker restart Kafka answers with a chan
 codes (NOT_LEADER_FOR_PARTITION, _TRANSPORT, _ALL_BROKERS_DOWN, _INCONSISTENT delivery
 failures, UNKNOWN_TOPIC_OR_PART while metadata loads), and a stage that waits loses nothing.
 
-`Outage` keeps the log to one warning when failures start and one line when Kafka is back.
+`Outage` keeps the log to one warning when failures start and one line when Kafka is back. A
+batch fenced by a rebalance of its group (`is_rebalance`) is redone without either: the group
+changed, Kafka did not fail.
 """
 
 from __future__ import annotations
@@ -63,6 +65,17 @@ RECREATE = frozenset({
     "_FENCED", "PRODUCER_FENCED", "INVALID_PRODUCER_EPOCH", "_FATAL", "UNKNOWN_PRODUCER_ID",
     "INVALID_PRODUCER_ID_MAPPING", "OUT_OF_ORDER_SEQUENCE_NUMBER", "INVALID_TXN_STATE",
 })
+
+
+# the group moved on while a batch was open (a worker joined or left): the batch is redone,
+# as for RETRY, but Kafka is not failing, so no outage is declared for it
+REBALANCE = frozenset({
+    "ILLEGAL_GENERATION", "REBALANCE_IN_PROGRESS", "UNKNOWN_MEMBER_ID", "FENCED_INSTANCE_ID",
+})
+
+
+def is_rebalance(fault: Fault) -> bool:
+    return fault.name in REBALANCE and not fault.fatal
 
 
 def remedy(fault: Fault) -> Remedy:

@@ -37,7 +37,14 @@ from threatroute.errors import ThreatrouteError
 from threatroute.streams.kafka.clients import decode, encode, slot
 from threatroute.streams.kafka.faults import fault_of, fault_of_error
 from threatroute.streams.kafka.transactions import CommitStrategy
-from threatroute.streams.runtime.faults import Fault, Outage, Remedy, jittered, remedy
+from threatroute.streams.runtime.faults import (
+    Fault,
+    Outage,
+    Remedy,
+    is_rebalance,
+    jittered,
+    remedy,
+)
 from threatroute.streams.runtime.metrics import StageMetrics
 from threatroute.streams.runtime.step import (
     Input,
@@ -135,6 +142,7 @@ class StageFailed(ThreatrouteError):
 # committed, the consumer leaves its group, the stage's readers stop; while Kafka answers
 SHUTDOWN_SECONDS = 30.0
 NOTICE_GRACE_SECONDS = 5.0  # consumer error events this soon after a recovery are stale
+REBALANCE_REMIND_SECONDS = 60.0  # a batch fenced by a rebalance: said at most this often
 
 
 class Recovery:
@@ -151,6 +159,7 @@ class Recovery:
         self.hook_fault: Fault | None = None  # a partition hook failed inside the poll
         self.broker_lost = False  # the consumer lost its broker since the last batch
         self._back_at = float("-inf")  # when Kafka last answered again after an outage
+        self._rebalance_said = float("-inf")  # when a batch fenced by a rebalance was said
 
     @property
     def pending(self) -> bool:
@@ -166,6 +175,13 @@ class Recovery:
         self.recreate |= action is Remedy.RECREATE
         self.rewind |= in_flight or self.recreate
         log.debug("%s: %s (batch in flight: %s)", self.stage, fault, in_flight)
+        if is_rebalance(fault) and not self.outage.down:
+            now = self.clock()
+            if now - self._rebalance_said >= REBALANCE_REMIND_SECONDS:
+                self._rebalance_said = now
+                log.info("%s: the group rebalanced during a batch (%s); it is redone from the "
+                         "last commit", self.stage, fault.name)
+            return jittered(0)
         if self.outage.failed(self.clock()):
             log.warning("%s: Kafka failing (%s); retrying with backoff%s", self.stage, fault,
                         ", the open batch is aborted and redone from the last commit"
@@ -173,6 +189,14 @@ class Recovery:
         delay = jittered(self.attempt)
         self.attempt += 1
         return delay
+
+    def on_producer_error(self, error: KafkaError) -> None:
+        """`error_cb` of the stage's producer: the brokers it reached are gone. A producer
+        that lived through that (one made while the broker was away, before the consumer
+        had a broker to lose) can hang in its next transactional call (librdkafka #5456):
+        the next batch gets a new one. Said by the consumer, which sees the same outage."""
+        if error.code() == KafkaError._ALL_BROKERS_DOWN:
+            self.broker_lost = True
 
     def on_error(self, error: KafkaError) -> None:
         """librdkafka's `error_cb` for the stage's consumer (served inside its poll): the

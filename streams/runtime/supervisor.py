@@ -20,10 +20,10 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaError, Producer
 
 from threatroute.streams.config import Config
 from threatroute.streams.kafka.clients import AckedProducer, consumer_settings
@@ -80,14 +80,16 @@ def build_all(config: Config, names: Sequence[str], metrics: Metrics, fuse: bool
     return [fused, *(s for s in stages if not isinstance(s, EnrichStage))]
 
 
-def commit_strategy(config: Config, stage: Stage) -> CommitStrategy:
+def commit_strategy(config: Config, stage: Stage,
+                    on_error: Callable[[KafkaError], None] | None = None) -> CommitStrategy:
     """The stage's commit strategy, able to replace its producer after a fatal error (the
-    same transactional id: the new producer fences the old one and rejoins)."""
+    same transactional id: the new producer fences the old one and rejoins). `on_error`: the
+    transactional producer's error_cb."""
     if stage.exactly_once:
         instance = stage.instance or f"{socket.gethostname()}-{os.getpid()}"
 
         def remake() -> Producer:
-            return transactional_producer(config, stage.group, instance)
+            return transactional_producer(config, stage.group, instance, on_error)
 
         return InTransaction(remake(), remake)
     return AfterAcknowledgement(AckedProducer(config), lambda: AckedProducer(config))
@@ -107,7 +109,7 @@ def run_one(config: Config, stage: Stage, stop: threading.Event, metrics: Metric
         recovery = Recovery(stage.name)
         extra["error_cb"] = recovery.on_error  # the broker lost: said once, not per retry
         consumer = Consumer(consumer_settings(config, stage.group, **extra))
-        commit = commit_strategy(config, stage)
+        commit = commit_strategy(config, stage, recovery.on_producer_error)
         stage.start()
         heap.freeze()  # its data is loaded and its indexes built
         return run_stage(stage, consumer, commit, DeadLetters(stage.dead_letter_topic, stage.name),

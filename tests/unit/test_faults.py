@@ -12,6 +12,7 @@ from threatroute.streams.runtime.faults import (
     Outage,
     Remedy,
     backoff,
+    is_rebalance,
     remedy,
 )
 
@@ -95,3 +96,38 @@ def test_kafka_errors_become_faults() -> None:
     assert late is not None and late.retriable and remedy(late) is Remedy.RETRY
     assert fault_of(TimeoutError("restore")) == Fault("_TIMED_OUT", "restore", retriable=True)
     assert fault_of(ValueError("a bug")) is None  # not Kafka: the loop lets it through
+
+
+@pytest.mark.parametrize("name", ["ILLEGAL_GENERATION", "REBALANCE_IN_PROGRESS",
+                                  "UNKNOWN_MEMBER_ID", "FENCED_INSTANCE_ID"])
+def test_a_batch_fenced_by_a_rebalance_is_redone_without_declaring_an_outage(
+        name: str, caplog: pytest.LogCaptureFixture) -> None:
+    from threatroute.streams.runtime.loop import Recovery
+
+    now = [100.0]
+    recovery = Recovery("publish", clock=lambda: now[0])
+    with caplog.at_level("INFO"):
+        assert recovery.failed(Fault(name, abortable=True), in_flight=True) <= 0.5
+        now[0] += 1
+        recovery.failed(Fault(name, abortable=True), in_flight=True)
+    assert recovery.rewind and not recovery.outage.down  # redone; Kafka is not failing
+    said = [r for r in caplog.records if "rebalanced" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelname == "INFO"  # once, not per batch
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    # during an outage it is one more failure of it: the outage's lines say it
+    recovery.failed(Fault("_ALL_BROKERS_DOWN"), in_flight=False)
+    recovery.failed(Fault(name), in_flight=True)
+    assert recovery.outage.failures == 2
+    assert not is_rebalance(Fault(name, fatal=True))
+
+
+def test_a_producer_that_lost_every_broker_is_replaced_before_the_next_batch() -> None:
+    from confluent_kafka import KafkaError
+
+    from threatroute.streams.runtime.loop import Recovery
+
+    recovery = Recovery("match")
+    recovery.on_producer_error(KafkaError(KafkaError._TRANSPORT))
+    assert not recovery.broker_lost  # one connection closed (idle): nothing to replace
+    recovery.on_producer_error(KafkaError(KafkaError._ALL_BROKERS_DOWN))
+    assert recovery.broker_lost
