@@ -26,6 +26,7 @@ from threatroute.errors import ConfigError
 
 StrPath = str | PathLike[str]
 _GZIP_MAGIC = b"\x1f\x8b"
+CACHE_PREFIXES = 600_000  # results kept per routed prefix (~100 MB at most); cleared when full
 
 
 class AsnResult(NamedTuple):
@@ -83,22 +84,19 @@ class AsnDatabase:
         # bound once: the hot path is one C call plus a dict lookup
         self._search = self._db.radix.search_best
         self._names: dict[int, str] = _load_names(names) if names is not None else {}
+        # the result per radix node: the tree hands out the same node object for every
+        # address of a prefix, and building the result (node.prefix formats a string, the
+        # name lookup) costs twice the search (benchmarks/bench_intelmq.py)
+        self._results: dict[object, AsnResult] = {}
 
     def lookup(self, ip: str) -> AsnResult | None:
         """Origin AS of a canonical IPv4/IPv6 address string; None if unrouted or not an IP."""
-        try:
-            node = self._search(ip)
-        except ValueError:  # not an address; validated records never get here
-            return None
-        if node is None:
-            return None
-        asn = node.asn
-        return AsnResult(asn, node.prefix, self._names.get(asn))
+        return self.lookup_many((ip,))[0]
 
     def lookup_many(self, ips: Iterable[str | None]) -> list[AsnResult | None]:
         """`lookup` of each address (None for None): the batch-shaped fast path, one bound
-        search and one name lookup per address and no call per address."""
-        search, names, make = self._search, self._names, _make_result
+        search and one dict lookup per address and no call per address."""
+        search, results = self._search, self._results
         found: list[AsnResult | None] = []
         for ip in ips:
             if ip is None:
@@ -106,12 +104,24 @@ class AsnDatabase:
                 continue
             try:
                 node = search(ip)
-            except ValueError:
+            except ValueError:  # not an address; validated records never get here
                 found.append(None)
                 continue
-            found.append(None if node is None else
-                         make((node.asn, node.prefix, names.get(node.asn))))
+            if node is None:
+                found.append(None)
+                continue
+            result = results.get(node)
+            if result is None:
+                result = self._result_of(node)
+            found.append(result)
         return found
+
+    def _result_of(self, node: Any) -> AsnResult:
+        if len(self._results) >= CACHE_PREFIXES:
+            self._results.clear()
+        asn = node.asn
+        result = self._results[node] = _make_result((asn, node.prefix, self._names.get(asn)))
+        return result
 
     def as_name(self, asn: int) -> str | None:
         """The AS name for a number, if the names file has it."""
@@ -122,6 +132,7 @@ class AsnDatabase:
         self._db = None
         self._search = _closed
         self._names = {}
+        self._results = {}
 
     def __enter__(self) -> AsnDatabase:
         return self

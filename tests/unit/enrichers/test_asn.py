@@ -113,6 +113,23 @@ def test_names_file_plain_or_gzip(tmp_path: Path, compress: bool) -> None:
         assert db.as_name(64500) == "EXAMPLE"
 
 
+def test_results_are_kept_per_prefix_and_the_cache_is_bounded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from threatroute.enrichers import asn
+
+    table = tmp_path / "t.dat"
+    table.write_text("192.0.2.0/24\t64500\n198.51.100.0/24\t64501\n192.0.2.128/25\t64502\n")
+    monkeypatch.setattr(asn, "CACHE_PREFIXES", 2)
+    with AsnDatabase(table) as db:
+        first, again = db.lookup_many(["192.0.2.7", "192.0.2.99"])
+        assert first is again == AsnResult(64500, "192.0.2.0/24", None)  # one prefix, one result
+        assert db.lookup("192.0.2.200") == AsnResult(64502, "192.0.2.128/25", None)
+        assert db.lookup("198.51.100.1") == AsnResult(64501, "198.51.100.0/24", None)
+        assert len(db._results) <= 2  # full: cleared, then filled again
+        assert db.lookup_many(["192.0.2.7", None, "203.0.113.1", "x"]) == [
+            AsnResult(64500, "192.0.2.0/24", None), None, None, None]
+
+
 @pytest.mark.parametrize("content", ["garbage\n", "; only a comment\n", ""])
 def test_bad_table_is_config_error(tmp_path: Path, content: str) -> None:
     table = tmp_path / "bad.dat"
