@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,16 +19,11 @@ import yaml
 
 from tests.integration.conftest import ROOT, threatroute
 from tests.integration.kafka_helpers import end_offsets, read_since, wait_drained
+from tests.ports import free_port
 from threatroute import topics
 from threatroute.enrichers.databuild import build_demo_data
 
 PACKAGED_CONFIG = ROOT / "deploy" / "threatroute.toml"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def config_file(path: Path, **sections: dict[str, object]) -> Path:

@@ -21,7 +21,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -33,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from tests.ports import free_port
 
 PROMETHEUS = os.environ.get("THREATROUTE_PROMETHEUS", "/usr/bin/prometheus")
 PROMTOOL = os.environ.get("THREATROUTE_PROMTOOL", "/usr/bin/promtool")
@@ -153,12 +154,6 @@ class PrometheusHandle:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def write_config(path: Path, targets: list[str], rule_files: list[Path]) -> Path:

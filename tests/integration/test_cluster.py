@@ -19,7 +19,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -36,8 +35,8 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 from tests import figures
 from tests.integration import routing_reference
 from tests.integration.conftest import ROOT, broker_env, threatroute
-from tests.integration.gateway_helpers import free_port
 from tests.integration.test_matching_end_to_end import NETWORKS, SHARED, TLPS, TYPES
+from tests.ports import free_port
 from threatroute import topics
 from threatroute.record import indicator_key, normalise_indicator
 from threatroute.streams.config import DEFAULT_CONFIG, PIPELINE_TOPICS, load_config
@@ -50,25 +49,10 @@ SECTION = "cluster test (3 brokers, one stopped; a match worker killed)"
 
 def free_ports(count: int = 2 * NODES) -> int:
     """The first of `count` consecutive free loopback ports: the nodes listen on base, base+2,
-    base+4 and their controllers on base+1, base+3, base+5. TEST_PORT's neighbours are taken
-    by the session's brokers (+0/+1, the secure one +2/+3) while this test runs, so the block
-    is found free (or named by THREATROUTE_CLUSTER_TEST_PORT)."""
+    base+4 and their controllers on base+1, base+3, base+5 (or THREATROUTE_CLUSTER_TEST_PORT)."""
     if os.environ.get("THREATROUTE_CLUSTER_TEST_PORT"):
         return int(os.environ["THREATROUTE_CLUSTER_TEST_PORT"])
-    for _ in range(100):
-        base = free_port()
-        if base + count <= 65536 and all(_bindable(p) for p in range(base, base + count)):
-            return base
-    raise AssertionError(f"no {count} consecutive free loopback ports")
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+    return free_port(count=count)
 STAGES = {"asn": topics.RAW, "geo": topics.ASN, "hoster": topics.GEO,
           "match": topics.ENRICHED, "publish": topics.MATCH_ROUTED, "feedback": topics.FEEDBACK}
 WORKERS = 2

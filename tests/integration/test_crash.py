@@ -45,7 +45,8 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 from tests import figures
 from tests.integration import crash_world
 from tests.integration.conftest import ROOT, threatroute
-from tests.integration.gateway_helpers import config_file, free_port, start, stop
+from tests.integration.gateway_helpers import config_file, start, stop
+from tests.ports import free_port
 from threatroute import topics
 from threatroute.benchworld import shared_data
 from threatroute.matchers.received import read_alert

@@ -23,7 +23,6 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from tests.integration.conftest import ROOT
 from tests.integration.gateway_helpers import (
     config_file,
-    free_port,
     issue_tokens,
     metric,
     route,
@@ -33,6 +32,7 @@ from tests.integration.gateway_helpers import (
 )
 from tests.integration.kafka_helpers import end_offsets, read_since
 from tests.integration.prometheus_helpers import dashboard_queries, start_prometheus
+from tests.ports import free_port
 from threatroute import topics
 from threatroute.deadletter import original_bytes
 from threatroute.matchers.received import read_alert

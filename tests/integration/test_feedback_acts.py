@@ -29,7 +29,8 @@ from confluent_kafka.admin import AdminClient
 
 from tests.integration.conftest import threatroute
 from tests.integration.kafka_helpers import end_offsets, read_since, wait_drained
-from tests.integration.prometheus_helpers import free_port, start_prometheus
+from tests.integration.prometheus_helpers import start_prometheus
+from tests.ports import free_port
 from threatroute import topics
 from threatroute.enrichers.demoworld import (
     COME_BACK,

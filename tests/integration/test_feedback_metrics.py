@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,17 +27,12 @@ from tests.integration.prometheus_helpers import (
     rule_expressions,
     start_prometheus,
 )
+from tests.ports import free_port
 from threatroute.enrichers.databuild import build_demo_data
 from threatroute.streams.stages.feedback import partition_for
 
 PROMETHEUS = ROOT / "deploy" / "prometheus"
 DASHBOARDS = ROOT / "deploy" / "grafana" / "dashboards"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_worker(kafka_env, data, stage: str, port: int) -> subprocess.Popen:

@@ -4,25 +4,19 @@ Debian's prometheus package, deploy/system-packages.txt) and has no `*_created` 
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import urllib.request
 from datetime import UTC, datetime
 
 import pytest
 
+from tests.ports import free_port
 from threatroute.matchers.dedup import Action, AlertState
 from threatroute.matchers.formats import alert_record
 from threatroute.outcomes import alert_facts, summarise
 from threatroute.streams.runtime.metrics import Metrics
 
 PROMTOOL = shutil.which("promtool")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def scrape(metrics: Metrics) -> str:

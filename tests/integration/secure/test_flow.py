@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -27,14 +26,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.integration.conftest import ROOT
 from tests.integration.secure.conftest import A, B, SecureBroker, read_properties, registry_yaml
 from tests.integration.secure.test_provisioning import _read
+from tests.ports import free_port
 
 RATE = {"per_minute": 6, "burst": 4}  # A may add 4 indicators at once, then 1 per 10 s
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _now() -> str:
@@ -110,7 +104,7 @@ def pipeline(secure: SecureBroker, tmp_path_factory: pytest.TempPathFactory
     (work / "registry.yaml").write_text(registry_yaml())
     secure.run("recipients", "import", str(work / "registry.yaml"), env=env)
     secure.run("data", "build", "--dest", str(work / "data"), env=env)
-    port = _free_port()
+    port = free_port()
     log = work / "run.log"
     with log.open("wb") as out:
         process = subprocess.Popen(

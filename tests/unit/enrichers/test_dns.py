@@ -15,6 +15,7 @@ import dns.exception
 import dns.resolver
 import pytest
 
+from tests.ports import free_port
 from threatroute.enrichers.dns import DnsAnswer, Resolver, TtlCache, enrich_dns
 
 DNSMASQ = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
@@ -26,10 +27,13 @@ RECORDS = [
 ]
 
 
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+# dnsmasq exits with 2 when it cannot bind its port (EC_BADNET in dnsmasq.h).
+DNSMASQ_CANNOT_BIND = 2
+START_ATTEMPTS = 5
+
+
+class PortTaken(RuntimeError):
+    """dnsmasq lost its port to another process between our probe and its bind."""
 
 
 def _wait_until_answering(port: int, process: subprocess.Popen) -> None:
@@ -37,6 +41,8 @@ def _wait_until_answering(port: int, process: subprocess.Popen) -> None:
     probe.nameservers, probe.port, probe.lifetime = ["127.0.0.1"], port, 0.2
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
+        if process.poll() == DNSMASQ_CANNOT_BIND:
+            raise PortTaken(f"port {port}")
         if process.poll() is not None:
             raise RuntimeError(f"dnsmasq exited with {process.returncode}")
         try:
@@ -56,7 +62,15 @@ def start_dnsmasq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable
     processes: list[subprocess.Popen] = []
 
     def start() -> tuple[int, Callable[[], None]]:
-        port = _free_udp_port()
+        for _attempt in range(START_ATTEMPTS - 1):
+            try:
+                return start_once()
+            except PortTaken:
+                continue  # the port is still racy after the probe: take another
+        return start_once()
+
+    def start_once() -> tuple[int, Callable[[], None]]:
+        port = free_port(udp=True)  # dnsmasq binds UDP and TCP
         log = open(log_dir / f"{port}.log", "w")  # noqa: SIM115 (closed with the process)
         process = subprocess.Popen(
             [DNSMASQ, "--keep-in-foreground", f"--port={port}", "--listen-address=127.0.0.1",
@@ -72,7 +86,11 @@ def start_dnsmasq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable
                 process.wait(5)
             log.close()
 
-        _wait_until_answering(port, process)
+        try:
+            _wait_until_answering(port, process)
+        except PortTaken:
+            log.close()
+            raise
         return port, stop
 
     yield start
