@@ -25,8 +25,8 @@ import yaml
 from tests.integration import routing_reference
 from tests.integration.conftest import ROOT, own_broker, threatroute
 from tests.integration.kafka_helpers import read_since
-from tests.integration.test_matching_end_to_end import SHARED, generated, registry
-from threatroute.record import indicator_key, normalise_indicator
+from tests.integration.test_matching_end_to_end import SHARED, distinct, generated, registry
+from threatroute.record import indicator_key
 
 pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared data not at {SHARED}")
 PORT_OFFSET = 10  # and 11, its controller: conftest lists the ports a run takes
@@ -78,12 +78,7 @@ def test_run_all_rides_out_a_broker_restart(restarted_broker, tmp_path):
     recipients = registry(run)
     (tmp_path / "registry.yaml").write_text(yaml.safe_dump({"recipients": recipients}))
     threatroute("recipients", "import", str(tmp_path / "registry.yaml"), env=env)
-    unique, seen = [], set()
-    for record in generated(random.Random(run), run, 4_000):
-        key = indicator_key(normalise_indicator(record))
-        if key not in seen:
-            seen.add(key)
-            unique.append(record)
+    unique = distinct(generated(random.Random(run), run, 4_000))
     first, rest = unique[: len(unique) // 2], unique[len(unique) // 2:]
 
     log = tmp_path / "run-all.log"

@@ -27,7 +27,7 @@ from tests.integration.conftest import ROOT, threatroute
 from tests.integration.kafka_helpers import end_offsets, read_since, wait_drained
 from threatroute.matchers.formats import CSV_COLUMNS
 from threatroute.matchers.stix import EXTENSION_ID
-from threatroute.record import indicator_key
+from threatroute.record import indicator_key, normalise_indicator
 from threatroute.streams.runtime.schemas import errors
 
 SHARED = Path(os.environ.get("THREATROUTE_SHARED_DATA",
@@ -102,6 +102,17 @@ def generated(rng: random.Random, run: str, count: int) -> list[dict]:
             record["source"] = {"ip": str(net[rng.randrange(min(net.num_addresses, 1 << 16))])}
         out.append(record)
     return out
+
+
+def distinct(records: list[dict]) -> list[dict]:
+    """The first record of each indicator (as the stages key it): every one is expected once."""
+    unique, seen = [], set()
+    for record in records:
+        key = indicator_key(normalise_indicator(record))
+        if key not in seen:
+            seen.add(key)
+            unique.append(record)
+    return unique
 
 
 def real_samples(kafka_env) -> list[dict]:
@@ -182,13 +193,7 @@ def test_every_alert_lands_in_exactly_the_right_topics(kafka_env, bootstrap, tmp
     for record in samples:  # give the real samples this run's feed name, keep them unique
         record.setdefault("feed", {})["name"] = f"real-{run}"
         record.pop("time", None)
-    candidates = generated(random.Random(run), run, 3_000) + samples
-    unique, seen = [], set()
-    for record in candidates:
-        key = indicator_key(_normalised(record))
-        if key not in seen:
-            seen.add(key)
-            unique.append(record)
+    unique = distinct(generated(random.Random(run), run, 3_000) + samples)
     assert len(unique) >= 2_000
 
     since_enriched = end_offsets(bootstrap, "indicators.enriched")
@@ -228,7 +233,7 @@ def test_every_alert_lands_in_exactly_the_right_topics(kafka_env, bootstrap, tmp
     time.sleep(1.0)
     pipeline.kill()
     pipeline.start()
-    repeat_keys = {indicator_key(_normalised(r)) for r in repeated}
+    repeat_keys = {indicator_key(normalise_indicator(r)) for r in repeated}
     want = {(rid, k) for rid, keys in expected.items() for k in keys if k in repeat_keys}
     latest: dict[tuple[str, str], dict] = {}
     deadline = time.monotonic() + 120
@@ -262,11 +267,6 @@ def test_every_alert_lands_in_exactly_the_right_topics(kafka_env, bootstrap, tmp
     readable = threatroute("tail", rid, env=kafka_env).stdout.decode()
     assert len(readable.splitlines()) == len(alerts) and alerts[0]["alert_id"] in readable
 
-
-def _normalised(record: dict) -> dict:
-    from threatroute.record import normalise_indicator
-
-    return normalise_indicator(record)
 
 
 def read_alert_topics(bootstrap, recipients, expected, feeds) -> dict[str, list[str]]:

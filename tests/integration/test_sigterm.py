@@ -28,8 +28,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from tests.integration import routing_reference
 from tests.integration.conftest import ROOT, TEST_PORT, threatroute
 from tests.integration.kafka_helpers import end_offsets, read_routed, read_since
-from tests.integration.test_matching_end_to_end import SHARED, generated, registry
-from threatroute.record import indicator_key, normalise_indicator
+from tests.integration.test_matching_end_to_end import SHARED, distinct, generated, registry
+from threatroute.record import indicator_key
 from threatroute.streams.runtime.loop import SHUTDOWN_SECONDS
 
 pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared data not at {SHARED}")
@@ -129,12 +129,7 @@ def test_each_stage_of_the_chain_stops_mid_run_and_loses_nothing(kafka_env, boot
     rids = {r["id"] for r in recipients}
     (tmp_path / "registry.yaml").write_text(yaml.safe_dump({"recipients": recipients}))
     threatroute("recipients", "import", str(tmp_path / "registry.yaml"), env=kafka_env)
-    unique, seen = [], set()
-    for record in generated(random.Random(run), run, 3_000):
-        key = indicator_key(normalise_indicator(record))
-        if key not in seen:
-            seen.add(key)
-            unique.append(record)
+    unique = distinct(generated(random.Random(run), run, 3_000))
     since = {topic: end_offsets(bootstrap, topic) for _, topic, _ in CHAIN}
     since["alerts.ledger"] = end_offsets(bootstrap, "alerts.ledger")
 
