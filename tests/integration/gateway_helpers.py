@@ -9,9 +9,13 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from email.message import Message
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -189,6 +193,29 @@ def start_gateway(env: dict[str, str], tmp: Path, *, scheme: str = "http",
         time.sleep(0.3)
     stop(process, log)
     raise AssertionError(f"gateway did not start: {log.read_text()[-3000:]}")
+
+
+class WebhookEndpoint:
+    """A loopback HTTP endpoint for push delivery: `answer(headers, body)` sees each POST and
+    returns the status to send. `url` is where to point a recipient's webhook."""
+
+    def __init__(self, answer: Callable[[Message, bytes], int]) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                status = answer(self.headers, self.rfile.read(int(self.headers["Content-Length"])))
+                self.send_response(status)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def metric(text: str, name: str, **labels: str) -> float:

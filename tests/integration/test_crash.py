@@ -32,7 +32,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from email.message import Message
 from pathlib import Path
 
 import httpx
@@ -45,7 +45,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 from tests import figures
 from tests.integration import crash_world
 from tests.integration.conftest import ROOT, threatroute
-from tests.integration.gateway_helpers import config_file, start, stop
+from tests.integration.gateway_helpers import WebhookEndpoint, config_file, start, stop
 from tests.ports import free_port
 from threatroute import topics
 from threatroute.benchworld import shared_data
@@ -121,31 +121,22 @@ class WebhookReceiver:
     def __init__(self) -> None:
         self.received: dict[str, list[str]] = {}  # recipient -> alert ids, in arrival order
         self.lock = threading.Lock()
-        receiver = self
+        self.endpoint = WebhookEndpoint(self._answer)
+        self.url = self.endpoint.url
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers["Content-Length"]))
-                time.sleep(RECEIVER_SECONDS)
-                with receiver.lock:
-                    receiver.received.setdefault(self.headers["X-Threatroute-Recipient"],
-                                                 []).append(self.headers["X-Threatroute-Alert-Id"])
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def _answer(self, headers: Message, _body: bytes) -> int:
+        time.sleep(RECEIVER_SECONDS)
+        with self.lock:
+            self.received.setdefault(headers["X-Threatroute-Recipient"], []).append(
+                headers["X-Threatroute-Alert-Id"])
+        return 204
 
     def total(self) -> int:
         with self.lock:
             return sum(map(len, self.received.values()))
 
     def close(self) -> None:
-        self.server.shutdown()
+        self.endpoint.close()
 
 
 class TaxiiPoller:

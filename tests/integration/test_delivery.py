@@ -10,10 +10,8 @@ import email.policy
 import json
 import ssl
 import subprocess
-import threading
 import time
-from email.message import EmailMessage
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from email.message import EmailMessage, Message
 
 import httpx
 import pytest
@@ -22,6 +20,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from tests.integration.conftest import ROOT
 from tests.integration.gateway_helpers import (
+    WebhookEndpoint,
     config_file,
     issue_tokens,
     metric,
@@ -49,24 +48,15 @@ class Receiver:
     def __init__(self, secret: bytes, fail_first: int = 0) -> None:
         self.secret, self.fail_first = secret, fail_first
         self.requests: list[dict] = []
-        receiver = self
+        self.endpoint = WebhookEndpoint(self._answer)
+        self.url = self.endpoint.url
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                signed = verify(receiver.secret, body, self.headers.get(SIGNATURE_HEADER, ""))
-                receiver.requests.append({"alert_id": self.headers["X-Threatroute-Alert-Id"],
-                                          "body": body, "signed": signed})
-                failing = len(receiver.requests) <= receiver.fail_first
-                self.send_response(500 if failing or not signed else 204)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def _answer(self, headers: Message, body: bytes) -> int:
+        signed = verify(self.secret, body, headers.get(SIGNATURE_HEADER, ""))
+        self.requests.append({"alert_id": headers["X-Threatroute-Alert-Id"], "body": body,
+                              "signed": signed})
+        failing = len(self.requests) <= self.fail_first
+        return 500 if failing or not signed else 204
 
     def accepted(self) -> list[dict]:
         return [r for i, r in enumerate(self.requests) if i >= self.fail_first and r["signed"]]
