@@ -5,7 +5,9 @@ librdkafka's own log lines reach Python logging through confluent-kafka's `logge
 connection failure every few milliseconds; those lines are demoted to debug by
 `LibrdkafkaFilter` because whoever owns the client reports the condition in its own words (the
 CLI's one-line error, the consume loop's warning), and `RateLimit` keeps any line that repeats
-to one per interval, with a count of what it held back.
+to one per interval, with a count of what it held back. A line logged with
+`extra=NOT_RATE_LIMITED` always passes: one that ends what an earlier line said (a stage's
+"Kafka answers again" after its "Kafka failing"), which must never be the one held back.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ LIBRDKAFKA = "threatroute.librdkafka"
 _TRANSPORT = re.compile(r"Connect to .* failed|brokers are down|Connection refused|"
                         r"Failed to resolve|Disconnected|timed out|Receive failed|Send failed")
 _DIGITS = re.compile(r"\d+")
+NOT_RATE_LIMITED = {"rate_limited": False}  # logging `extra`: RateLimit lets it through
 _WHERE = re.compile(r"^\S+/\S+: |\s*\(after \d+ms in state \w+\)$")  # broker name, timing
 
 
@@ -64,6 +67,8 @@ class RateLimit(logging.Filter):
         self._seen: dict[tuple[str, int, str], tuple[float, int]] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if not getattr(record, "rate_limited", True):
+            return True
         key = (record.name, record.levelno, _DIGITS.sub("#", record.getMessage()))
         now = self.clock()
         last, held = self._seen.get(key, (float("-inf"), 0))

@@ -37,6 +37,7 @@ from threatroute.errors import ThreatrouteError
 from threatroute.streams.kafka.clients import decode, encode, slot
 from threatroute.streams.kafka.faults import fault_of, fault_of_error
 from threatroute.streams.kafka.transactions import CommitStrategy
+from threatroute.streams.logs import NOT_RATE_LIMITED
 from threatroute.streams.runtime.faults import (
     Fault,
     Outage,
@@ -219,8 +220,11 @@ class Recovery:
         back = self.outage.recovered(self.clock())
         if back:
             self._back_at = self.clock()
+            # never held back by the log's rate limit: another loop of the stage, or this
+            # one's previous outage, may have said the same words within the minute, and a
+            # stage whose last word is "failing" reads as still down
             log.info("%s: Kafka answers again after %.1f s (%d failures); carrying on",
-                     self.stage, *back)
+                     self.stage, *back, extra=NOT_RATE_LIMITED)
 
     def settle(self, consumer: Consumer, stage: Stage, commit: CommitStrategy) -> None:
         """Abort what is open (a new producer if needed), then rewind. Raises a Kafka error

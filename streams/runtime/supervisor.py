@@ -115,7 +115,9 @@ def run_one(config: Config, stage: Stage, stop: threading.Event, metrics: Metric
         extra: dict[str, Any] = ({"isolation.level": "read_committed"} if stage.exactly_once
                                  else {})
         extra.update(stage.consumer_extra)
-        recovery = Recovery(stage.name)
+        # one of several loops of the stage: its outage lines say which
+        recovery = Recovery(stage.name if together is None
+                            else f"{stage.name} loop {getattr(stage, 'worker', 0)}")
         extra["error_cb"] = recovery.on_error  # the broker lost: said once, not per retry
         consumer = Consumer(consumer_settings(config, stage.group, **extra))
         commit = commit_strategy(config, stage, recovery.on_producer_error)

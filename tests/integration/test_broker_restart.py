@@ -133,7 +133,7 @@ def test_run_all_rides_out_a_broker_restart(restarted_broker, tmp_path):
     # an outage is one warning per stage's loop (and its readers), not one per retry
     assert len(noisy) <= 15, text[-5000:]
     # each stage that said Kafka was failing said, after that, that it answers again
-    failing = set(re.findall(r"loop: (\S+): Kafka failing", text))
+    failing = set(re.findall(r"loop: (.+?): Kafka failing", text))  # "publish loop 3"
     assert "match" in failing, text[-5000:]
     for stage in failing:
         assert text.rfind(f"{stage}: Kafka answers again") > text.rfind(

@@ -144,6 +144,45 @@ def test_rate_limit_keeps_one_line_per_interval_and_counts_the_rest():
     assert limit.filter(again) and "2 more like this held back" in again.getMessage()
 
 
+def test_a_line_that_ends_an_outage_is_never_held_back():
+    limit = logs.RateLimit(interval=60, clock=lambda: 0.0)
+
+    def record(message: str, **extra: object) -> logging.LogRecord:
+        made = logging.LogRecord("x", logging.INFO, __file__, 1, message, None, None)
+        made.__dict__.update(extra)
+        return made
+
+    back = "publish loop 2: Kafka answers again after 21.6 s (3 failures); carrying on"
+    assert limit.filter(record(back, **logs.NOT_RATE_LIMITED))
+    assert limit.filter(record(back.replace("2", "5"), **logs.NOT_RATE_LIMITED))
+    assert limit.filter(record("plain"))
+    assert not limit.filter(record("plain"))  # the others are still limited
+
+
+def test_recovery_says_every_return_of_kafka():
+    from threatroute.streams.runtime.faults import Fault
+    from threatroute.streams.runtime.loop import Recovery
+
+    logs.configure()  # the rate limit in place, as in a worker
+    now = [0.0]
+    recovery = Recovery("publish loop 1", clock=lambda: now[0])
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda rec: seen.append(rec.getMessage())  # type: ignore[method-assign]
+    for rate_limit in logging.getLogger().handlers[0].filters:
+        handler.addFilter(rate_limit)
+    logging.getLogger("threatroute.streams.runtime.loop").addHandler(handler)
+    try:
+        for second in (0.0, 30.0):  # two outages within the rate limit's minute
+            now[0] = second
+            recovery.failed(Fault("_TRANSPORT"), in_flight=True)
+            now[0] = second + 5
+            recovery.healthy()
+    finally:
+        logging.getLogger("threatroute.streams.runtime.loop").removeHandler(handler)
+    assert sum("Kafka answers again" in line for line in seen) == 2, seen
+
+
 def test_librdkafka_transport_failures_are_demoted_and_remembered():
     seen = logs.LibrdkafkaFilter()
     text = ("[thrd:127.0.0.1:1/bootstrap]: 127.0.0.1:1/bootstrap: Connect to ipv4#127.0.0.1:1 "
