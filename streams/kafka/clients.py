@@ -93,6 +93,10 @@ def consumer_settings(config: Config, group: str, **extra: Any) -> dict[str, Any
         "fetch.wait.max.ms": 100,
         # a killed worker's partitions move after this long (librdkafka's default is 45 s)
         "session.timeout.ms": 15000,
+        # a rebalance waits for every member to learn of it from its next heartbeat: at
+        # librdkafka's 3 s, the 8 publish loops of a starting process took ~7 s to hold their
+        # partitions (cooperative: two rounds); at 1 s, ~2.7 s
+        "heartbeat.interval.ms": 1000,
         **extra,
     }
 

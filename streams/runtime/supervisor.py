@@ -11,8 +11,6 @@ it.
 publish runs as `[publish] workers` (or `--workers`) loops, each its own thread, consumer and
 transactional producer: the publish group splits match.routed's partitions between them, so
 each producer writes a share of the recipients' topics (streams/stages/publish.py says why).
-The loops of one stage subscribe together, once each has its producer and data: one by one,
-each join rebalanced the group again and its partitions sat unread for seconds per loop.
 """
 
 from __future__ import annotations
@@ -22,8 +20,6 @@ import os
 import signal
 import socket
 import threading
-import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -56,9 +52,6 @@ from threatroute.streams.stages.publish import PublishStage
 
 log = logging.getLogger(__name__)
 ENRICHMENT = ("asn", "geo", "hoster")
-# how long a stage's loop waits for its siblings to be ready before it subscribes alone
-# (a sibling still building its producer against an unreachable broker must not hold it)
-START_TOGETHER_SECONDS = 30.0
 
 
 def build(config: Config, name: str, metrics: Metrics) -> Stage:
@@ -104,10 +97,10 @@ def commit_strategy(config: Config, stage: Stage,
 
 def run_one(config: Config, stage: Stage, stop: threading.Event, metrics: Metrics | None = None,
             stats: StageStats | None = None, batch_size: int | None = None,
-            together: StartTogether | None = None) -> StageStats:
+            label: str | None = None) -> StageStats:
     """Run one stage in this thread until `stop` is set (the stage is closed at the end).
     `batch_size`: records per batch, when given; else the stage's own, else 2,000.
-    `together`: the stage's other loops in this process, which subscribe at the same time."""
+    `label`: what its log lines call it (one of several loops: `publish loop 3`)."""
     metrics = metrics or Metrics()
     try:
         # an exactly-once stage reads committed records only (its inputs come from
@@ -115,55 +108,18 @@ def run_one(config: Config, stage: Stage, stop: threading.Event, metrics: Metric
         extra: dict[str, Any] = ({"isolation.level": "read_committed"} if stage.exactly_once
                                  else {})
         extra.update(stage.consumer_extra)
-        # one of several loops of the stage: its outage lines say which
-        recovery = Recovery(stage.name if together is None
-                            else f"{stage.name} loop {getattr(stage, 'worker', 0)}")
+        recovery = Recovery(label or stage.name)
         extra["error_cb"] = recovery.on_error  # the broker lost: said once, not per retry
         consumer = Consumer(consumer_settings(config, stage.group, **extra))
         commit = commit_strategy(config, stage, recovery.on_producer_error)
         stage.start()
         heap.freeze()  # its data is loaded and its indexes built
-        if together is not None:
-            together.ready(stage)
         return run_stage(stage, consumer, commit, DeadLetters(stage.dead_letter_topic, stage.name),
                          stop, stats, batch_size=batch_size or stage.batch_size or 2000,
                          metrics=metrics.stage(stage.name, getattr(stage, "worker", 0)),
                          recovery=recovery)
-    except BaseException:
-        if together is not None:  # the siblings go on without this one
-            together.abandon()
-        raise
     finally:
         stage.close()
-
-
-class StartTogether:
-    """The loops of one stage wait here until all are ready (or one failed, or `stop`)."""
-
-    def __init__(self, loops: int, stop: threading.Event) -> None:
-        self._waiting = loops
-        self._lock = threading.Lock()
-        self._all_ready = threading.Event()
-        self._stop = stop
-
-    def ready(self, stage: Stage, timeout: float = START_TOGETHER_SECONDS) -> None:
-        with self._lock:
-            self._waiting -= 1
-            if self._waiting <= 0:
-                self._all_ready.set()
-        deadline = time.monotonic() + timeout
-        while not self._all_ready.wait(0.1):
-            if self._stop.is_set():
-                return
-            if time.monotonic() >= deadline:
-                log.info("stage %s: not every loop was ready within %.0f s; subscribing "
-                         "without them", stage.name, timeout)
-                self._all_ready.set()
-                return
-
-    def abandon(self) -> None:
-        """A loop that failed to start: the others go on without it."""
-        self._all_ready.set()
 
 
 def run_stages(config: Config, names: Sequence[str], stop: threading.Event,
@@ -179,12 +135,10 @@ def run_stages(config: Config, names: Sequence[str], stop: threading.Event,
     metrics.serve(config.metrics_port, config.metrics_address)
     stats = [StageStats() for _ in stages]
     failures: list[BaseException] = []
-    loops = Counter(stage.name for stage in stages)
-    together = {name: StartTogether(count, stop) for name, count in loops.items() if count > 1}
 
     def work(stage: Stage, stat: StageStats) -> None:
         try:
-            run_one(config, stage, stop, metrics, stat, batch_size, together.get(stage.name))
+            run_one(config, stage, stop, metrics, stat, batch_size, _label(stage, stages))
         except StageFailed as exc:  # says what the operator must mend: no traceback
             log.error("stage %s stopped: %s", stage.name, exc)
             failures.append(exc)
@@ -213,10 +167,22 @@ def run_stages(config: Config, names: Sequence[str], stop: threading.Event,
     return totals
 
 
-def _thread_name(stage: Stage, stages: Sequence[Stage]) -> str:
+def _loop_number(stage: Stage, stages: Sequence[Stage]) -> int | None:
+    """Which of the stage's loops in this process it is, when there are several."""
     worker = getattr(stage, "worker", None)
     several = sum(s.name == stage.name for s in stages) > 1
-    return f"stage-{stage.name}" + (f"-{worker}" if several and worker is not None else "")
+    return worker if several else None
+
+
+def _thread_name(stage: Stage, stages: Sequence[Stage]) -> str:
+    loop = _loop_number(stage, stages)
+    return f"stage-{stage.name}" + (f"-{loop}" if loop is not None else "")
+
+
+def _label(stage: Stage, stages: Sequence[Stage]) -> str:
+    """The stage's name in log lines; one of several loops says which (`publish loop 3`)."""
+    loop = _loop_number(stage, stages)
+    return f"{stage.name} loop {loop}" if loop is not None else stage.name
 
 
 def install_signal_handlers(stop: threading.Event) -> None:
