@@ -228,12 +228,16 @@ class Recovery:
 
     def settle(self, consumer: Consumer, stage: Stage, commit: CommitStrategy) -> None:
         """Abort what is open (a new producer if needed), then rewind. Raises a Kafka error
-        while Kafka does not answer; called again after the next backoff."""
+        while Kafka does not answer; called again after the next backoff. Once it is done, an
+        outage ends here if Kafka answers a probe: a batch that fails after it starts a new
+        one, said again, instead of failing on unsaid under the old one."""
         commit.abort(recreate=self.recreate)
         self.recreate = False
         if self.rewind:
             rewind(consumer, stage)
             self.rewind = False
+        if self.outage.down and _probe(consumer, stage):
+            self.healthy()
 
 
 def rewind(consumer: Consumer, stage: Stage) -> None:

@@ -27,6 +27,7 @@ from tests.integration.conftest import ROOT, own_broker, threatroute
 from tests.integration.kafka_helpers import read_since
 from tests.integration.test_matching_end_to_end import SHARED, distinct, generated, registry
 from threatroute.record import indicator_key
+from threatroute.streams.kafka.transactions import COMMIT_SECONDS, TXN_STUCK_SECONDS
 
 pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared data not at {SHARED}")
 PORT_OFFSET = 10  # and 11, its controller: conftest lists the ports a run takes
@@ -64,6 +65,13 @@ def alert_counts(bootstrap: str, rids: list[str]) -> Counter[tuple[str, str]]:
         for key, _ in read_since(bootstrap, f"alerts.{rid}", None, idle=0.5, raw=True):
             counts[(rid, (key or b"").decode())] += 1
     return counts
+
+
+def still_failing(text: str) -> list[str]:
+    """The stages (loops: `publish loop 3`) whose last word in the log is "Kafka failing"."""
+    failing = set(re.findall(r"loop: (.+?): Kafka failing", text))
+    return sorted(stage for stage in failing if text.rfind(f"{stage}: Kafka answers again")
+                  < text.rfind(f"{stage}: Kafka failing"))
 
 
 @pytest.fixture
@@ -112,6 +120,12 @@ def test_run_all_rides_out_a_broker_restart(restarted_broker, tmp_path):
             time.sleep(1)
         time.sleep(3)  # a late duplicate would have arrived by now
         counts = alert_counts(bootstrap, rids)
+        # a loop whose commit was caught in the restart may settle it after the last alert
+        # arrived (a commit resumed for up to COMMIT_SECONDS, a call given up after
+        # TXN_STUCK_SECONDS): it must still say it is back, before it is stopped
+        deadline = time.monotonic() + COMMIT_SECONDS + TXN_STUCK_SECONDS
+        while still_failing(log.read_text()) and time.monotonic() < deadline:
+            time.sleep(1)
         assert process.poll() is None, log.read_text()[-3000:]
     finally:
         if process.poll() is None:
@@ -130,11 +144,11 @@ def test_run_all_rides_out_a_broker_restart(restarted_broker, tmp_path):
     assert process.returncode == 0, text[-3000:]
     assert (len(missing), len(unexpected), len(duplicated)) == (0, 0, 0)
     assert "Traceback" not in text
-    # an outage is one warning per stage's loop (and its readers), not one per retry
-    assert len(noisy) <= 15, text[-5000:]
+    # an outage is about one warning per stage's loop (12 in run all: the chain, match,
+    # feedback, contributions, 8 publish loops; a loop whose commit the restart caught may
+    # say a second) and a few of librdkafka's, not one per retry (hundreds here)
+    assert len(noisy) <= 20, text[-5000:]
     # each stage that said Kafka was failing said, after that, that it answers again
-    failing = set(re.findall(r"loop: (.+?): Kafka failing", text))  # "publish loop 3"
-    assert "match" in failing, text[-5000:]
-    for stage in failing:
-        assert text.rfind(f"{stage}: Kafka answers again") > text.rfind(
-            f"{stage}: Kafka failing"), f"{stage} never said it recovered\n{text[-5000:]}"
+    assert "match: Kafka failing" in text, text[-5000:]
+    assert not still_failing(text), f"{still_failing(text)} never said it recovered\n" \
+        f"{text[-5000:]}"
