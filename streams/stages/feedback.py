@@ -132,9 +132,13 @@ class FeedbackStage(BaseStage):
 
     def assigned(self, partitions: list[tuple[str, int]]) -> None:
         self.tables.assign(p for t, p in partitions if t == topics.FEEDBACK)
+        self._snapshot = None  # the next scrape counts what this worker owns now
 
     def revoked(self, partitions: list[tuple[str, int]]) -> None:
         self.tables.revoke(p for t, p in partitions if t == topics.FEEDBACK)
+        # a cached snapshot would go on exporting the partitions' counts for up to
+        # SNAPSHOT_SECONDS beside their new owner's: Grafana's sums would count them twice
+        self._snapshot = None
 
     def catch_up(self, busy: bool) -> None:
         seconds = CATCH_UP_SECONDS if busy else IDLE_CATCH_UP_SECONDS

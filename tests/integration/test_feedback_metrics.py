@@ -162,6 +162,10 @@ def test_feedback_becomes_exact_metrics_and_every_panel_has_data(
         expected_sent = Counter((x["recipient"], classification[x["alert_id"]]) for x in alerts)
         wait_prometheus(prometheus, f'sum(threatroute_alerts_by_status{{recipient=~".*-{run}"}})',
                         len(final))
+        # the two workers are scraped at different moments: just after a rebalance one
+        # sample may predate it, so the sum is read once it has settled on the whole
+        wait_prometheus(prometheus, f'sum(threatroute_alerts_sent{{recipient=~".*-{run}"}})',
+                        len(alerts))
 
         sent = series(prometheus, f'sum by (recipient, classification) '
                                   f'(threatroute_alerts_sent{{recipient=~".*-{run}"}})',
