@@ -32,7 +32,9 @@ def _broker_block() -> range:
 
 
 def bindable(port: int, *, udp: bool = False) -> bool:
-    """Whether a TCP listener (and, with udp, a UDP socket) could bind `port` on loopback now."""
+    """Whether a TCP listener (and, with udp, a UDP socket) could bind `port` on loopback now.
+    Stricter than `broker.port_free`, on purpose: no SO_REUSEADDR, so a port with connections
+    still in TIME_WAIT counts as taken, since not every server a test starts sets it."""
     kinds = [socket.SOCK_STREAM, socket.SOCK_DGRAM] if udp else [socket.SOCK_STREAM]
     for kind in kinds:
         with socket.socket(socket.AF_INET, kind) as sock:

@@ -80,7 +80,7 @@ def test_an_abuse_desk_answers_an_alert_with_a_button(desk, browser, bootstrap, 
     assert labels == ["Acknowledged", "Remediated", "False positive", "Not ours", "Won't fix"]
 
     row.find_element(By.XPATH, ".//button[@value='remediated']").click()
-    notice = browser.find_element(By.ID, "notice")
+    notice = _after_post(browser, "notice")
     assert alert_id in notice.text and "remediated" in notice.text
 
     (record,) = [v for k, v in read_since(bootstrap, feedback_topic, since, idle=2.0)
@@ -95,11 +95,30 @@ def test_an_abuse_desk_answers_an_alert_with_a_button(desk, browser, bootstrap, 
 ANSWERED: dict = {}  # what the button test answered, for the test of its judgement
 
 
+def _after_post(browser, element_id: str, seconds: float = 45.0):
+    """The element `element_id` of the page the form's POST leads to. A click returns without
+    waiting for the POST's redirect (the gateway answers it once the broker has the record:
+    up to a few seconds on a busy machine), so wait for the new page rather than reading the
+    old one; if it never comes, show what the browser has."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        return WebDriverWait(browser, seconds, poll_frequency=0.2).until(
+            lambda driver: (driver.find_elements(By.ID, element_id) or [None])[0])
+    except TimeoutException:
+        pytest.fail(f"no #{element_id} after {seconds:.0f} s at {browser.current_url}:\n"
+                    f"{browser.page_source[:2000]}")
+
+
 def test_the_answer_is_judged_by_the_feedback_stage_and_closes_the_alert(desk, browser,
                                                                          bootstrap):
     from selenium.webdriver.common.by import By
 
     _, gateway, _ = desk
+    if not ANSWERED:
+        pytest.fail("the button test did not answer an alert, so there is nothing to judge")
     alert_id, since_status = ANSWERED["alert_id"], ANSWERED["since_status"]
     statuses = []
     deadline = time.monotonic() + 60
